@@ -1,8 +1,20 @@
-//! memstate-core: the engine, the `Model` and `Stream` traits, envelopes and
-//! frames, and the in-memory reference stream.
+#![doc = include_str!("../README.md")]
 
+pub mod consistency;
+mod dedup;
+pub mod engine;
+pub mod envelope;
+pub mod error;
 pub mod memory;
+pub mod model;
+pub mod settings;
 pub mod stream;
 
+pub use consistency::Consistency;
+pub use engine::{Engine, EngineBuilder, Executed, Leadership, Session, Stats, Status};
+pub use envelope::{Body, CommandId, Control, Envelope, FORMAT_VERSION, FrameError, NodeId};
+pub use error::{Error, ExecuteError, HaltReason};
 pub use memory::{MemoryStream, SubscriberFaults};
+pub use model::{CommandContext, DeterministicRng, Model};
+pub use settings::{ApplyMode, BadRecordPolicy, DedupWindow, Settings, WriteMode};
 pub use stream::{Capabilities, Cursor, Record, Stream, StreamError, Subscription};

@@ -152,7 +152,9 @@ impl Stream for MemoryStream {
             let mut log = self.shared.records.lock();
             let first = log.len();
             log.extend(records);
-            let cursors = (first..log.len()).map(|i| Cursor::new(i.to_string())).collect();
+            let cursors = (first..log.len())
+                .map(|i| Cursor::new(i.to_string()))
+                .collect();
             self.shared.len.send_replace(log.len());
             cursors
         };
@@ -176,7 +178,9 @@ impl Stream for MemoryStream {
         }
         let first = log.len();
         log.extend(records);
-        let cursors = (first..log.len()).map(|i| Cursor::new(i.to_string())).collect();
+        let cursors = (first..log.len())
+            .map(|i| Cursor::new(i.to_string()))
+            .collect();
         self.shared.len.send_replace(log.len());
         Ok(cursors)
     }
@@ -258,27 +262,45 @@ mod tests {
     async fn subscribe_after_cursor_sees_only_the_suffix() {
         let s = MemoryStream::new();
         let cursors = s
-            .append(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b"), Bytes::from_static(b"c")])
+            .append(vec![
+                Bytes::from_static(b"a"),
+                Bytes::from_static(b"b"),
+                Bytes::from_static(b"c"),
+            ])
             .await
             .unwrap();
         let mut sub = s.subscribe(Some(cursors[0].clone())).await.unwrap();
-        assert_eq!(sub.next().await.unwrap().unwrap().payload, Bytes::from_static(b"b"));
-        assert_eq!(sub.next().await.unwrap().unwrap().payload, Bytes::from_static(b"c"));
+        assert_eq!(
+            sub.next().await.unwrap().unwrap().payload,
+            Bytes::from_static(b"b")
+        );
+        assert_eq!(
+            sub.next().await.unwrap().unwrap().payload,
+            Bytes::from_static(b"c")
+        );
         assert_eq!(s.head().await.unwrap(), Some(cursors[2].clone()));
     }
 
     #[tokio::test]
     async fn oversized_record_is_refused_and_nothing_is_written() {
         let s = MemoryStream::with_max_record_size(4);
-        let err = s.append(vec![Bytes::from_static(b"12345")]).await.unwrap_err();
-        assert!(matches!(err, StreamError::RecordTooLarge { size: 5, limit: 4 }));
+        let err = s
+            .append(vec![Bytes::from_static(b"12345")])
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StreamError::RecordTooLarge { size: 5, limit: 4 }
+        ));
         assert!(s.is_empty());
     }
 
     #[tokio::test]
     async fn optimistic_append_detects_a_moved_stream() {
         let s = MemoryStream::new();
-        s.append_expecting(vec![Bytes::from_static(b"a")], None).await.unwrap();
+        s.append_expecting(vec![Bytes::from_static(b"a")], None)
+            .await
+            .unwrap();
         let err = s
             .append_expecting(vec![Bytes::from_static(b"b")], None)
             .await
@@ -291,7 +313,9 @@ mod tests {
     async fn duplicate_delivery_fault_yields_each_record_twice() {
         let s = MemoryStream::new();
         s.set_subscriber_faults(SubscriberFaults::duplicated());
-        s.append(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]).await.unwrap();
+        s.append(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")])
+            .await
+            .unwrap();
         let mut sub = s.subscribe(None).await.unwrap();
         let mut got = Vec::new();
         for _ in 0..4 {

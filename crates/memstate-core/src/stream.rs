@@ -146,7 +146,9 @@ impl Capabilities {
 #[non_exhaustive]
 pub enum StreamError {
     /// A record is larger than the backend accepts; nothing was written.
-    #[error("record of {size} bytes exceeds this stream's limit of {limit} bytes; nothing was written")]
+    #[error(
+        "record of {size} bytes exceeds this stream's limit of {limit} bytes; nothing was written"
+    )]
     RecordTooLarge {
         /// The size of the refused record.
         size: usize,

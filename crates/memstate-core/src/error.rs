@@ -1,0 +1,203 @@
+//! Engine errors.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::envelope::{CommandId, NodeId};
+use crate::stream::{Cursor, StreamError};
+
+/// Why an engine stopped applying. Once halted, every call returns
+/// [`Error::Halted`] with this reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HaltReason {
+    /// This node's settings differ from the stream's Genesis record.
+    #[error("this node's settings differ from the stream's Genesis record ({}); configure every node alike", differences.join("; "))]
+    SettingsMismatch {
+        /// Each differing field: local vs stream.
+        differences: Vec<String>,
+    },
+    /// The log does not start with a Genesis record: its beginning is missing.
+    #[error(
+        "the stream does not start at its beginning (first record {first} is not a Genesis record); its history was deleted or this is not a memstate stream — restore a snapshot that covers the gap or use a complete stream"
+    )]
+    HistoryMissing {
+        /// The first record read.
+        first: Cursor,
+    },
+    /// A frame written by a newer format version.
+    #[error(
+        "record {cursor} has frame format version {found}, newer than this build reads ({supported}); upgrade this node"
+    )]
+    UnknownFormat {
+        /// Where.
+        cursor: Cursor,
+        /// The version found.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// Bytes that are not a frame, under the `Halt` bad-record policy.
+    #[error(
+        "record {cursor} is not a memstate frame ({reason}) and the stream's policy is to halt"
+    )]
+    BadRecord {
+        /// Where.
+        cursor: Cursor,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A command panicked outside safe mode; the model may be half-mutated.
+    #[error(
+        "command {command_id} panicked while being applied ({message}); the engine is poisoned. Fix the model, or list the command id in skip_commands on every node"
+    )]
+    Poisoned {
+        /// The command.
+        command_id: CommandId,
+        /// The panic message.
+        message: String,
+    },
+    /// The subscription failed and could not be resumed.
+    #[error("the stream subscription failed: {0}")]
+    StreamFailed(String),
+}
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream failed.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// The engine stopped applying; see the reason.
+    #[error("engine halted: {0}")]
+    Halted(HaltReason),
+    /// The engine was shut down (or is shutting down).
+    #[error("engine is shut down")]
+    ShutDown,
+    /// A command does not fit into one record of this stream; nothing was written.
+    #[error(
+        "command {command_id} encodes to {size} bytes but a frame may hold at most {limit} bytes on this stream; nothing was written"
+    )]
+    CommandTooLarge {
+        /// The command.
+        command_id: CommandId,
+        /// Its encoded size with the frame wrapper.
+        size: usize,
+        /// The stream's record-size limit.
+        limit: usize,
+    },
+    /// The command could not be serialized.
+    #[error("command could not be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// A command with this id is already awaiting its result on this node.
+    #[error("command {0} is already in flight on this node")]
+    DuplicateInFlight(CommandId),
+    /// The command id had been applied before (a retry of a command that did
+    /// land): it was not applied again.
+    #[error("command {command_id} was already applied at index {index}; not applied again")]
+    AlreadyApplied {
+        /// The command.
+        command_id: CommandId,
+        /// The applied index of the first copy.
+        index: u64,
+    },
+    /// The command is on this node's operator skip list.
+    #[error("command {0} was skipped (listed in skip_commands)")]
+    Skipped(CommandId),
+    /// The command panicked in safe mode; the model is unchanged.
+    #[error("command {command_id} panicked and was rolled back: {message}")]
+    CommandPanicked {
+        /// The command.
+        command_id: CommandId,
+        /// The panic message.
+        message: String,
+    },
+    /// The logged command could not be decoded into the model's command type.
+    #[error("command {command_id} could not be decoded by this model: {reason}")]
+    UndecodableCommand {
+        /// The command.
+        command_id: CommandId,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// Single-leader mode: the command did not come from the current leader.
+    #[error("not the leader (current leader: {}, epoch {epoch})", leader.as_ref().map(|l| l.to_string()).unwrap_or_else(|| "none".into()))]
+    NotLeader {
+        /// The leader as this node knows it.
+        leader: Option<NodeId>,
+        /// The current epoch.
+        epoch: u64,
+    },
+    /// A wait ran out of time. For `execute`, the command may still be applied later.
+    #[error("timed out after {after:?} waiting for {waiting_for}")]
+    Timeout {
+        /// What was awaited.
+        waiting_for: String,
+        /// How long.
+        after: Duration,
+    },
+    /// The engine was configured wrongly.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// The failure of [`Engine::execute`](crate::Engine::execute): the model's own
+/// domain error, or an engine error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ExecuteError<E> {
+    /// The command was applied and returned a domain error; the model is unchanged.
+    Rejected {
+        /// The model's error.
+        error: E,
+        /// The command's applied index.
+        index: u64,
+    },
+    /// The engine or the stream failed.
+    Engine(Error),
+}
+
+impl<E> ExecuteError<E> {
+    /// The domain error, if that is what this is.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            Self::Rejected { error, .. } => Some(error),
+            Self::Engine(_) => None,
+        }
+    }
+
+    /// The engine error, if that is what this is.
+    pub fn engine_error(&self) -> Option<&Error> {
+        match self {
+            Self::Rejected { .. } => None,
+            Self::Engine(e) => Some(e),
+        }
+    }
+}
+
+impl<E> From<Error> for ExecuteError<E> {
+    fn from(e: Error) -> Self {
+        Self::Engine(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for ExecuteError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected { error, index } => {
+                write!(f, "command rejected at index {index}: {error}")
+            }
+            Self::Engine(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for ExecuteError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Rejected { .. } => None,
+            Self::Engine(e) => Some(e),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Replicated settings: the rules every node applying a log must share.
+//!
+//! They travel in the stream's first record (the Genesis control message). A
+//! node whose local settings differ refuses to start: two nodes must never
+//! apply the same log under different rules.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::FORMAT_VERSION;
+
+/// What to do with a record whose bytes are not a frame at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadRecordPolicy {
+    /// Report it (log and stats) and go on. Every node sees the same bytes and
+    /// skips them alike, so nodes stay identical.
+    #[default]
+    Skip,
+    /// Stop applying; every call returns an error naming the record.
+    Halt,
+}
+
+/// Who may write commands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Every node appends; the stream orders (the default).
+    #[default]
+    MultiWriter,
+    /// Only the elected leader's commands are applied; others are fenced.
+    SingleLeader,
+}
+
+/// How commands are applied to the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyMode {
+    /// Commands mutate the model in place. Contract: a command that returns an
+    /// error leaves the model unchanged. A panic poisons the engine.
+    #[default]
+    Direct,
+    /// Each command runs on a clone that replaces the model only on success: an
+    /// error or a panic leaves the model untouched, and a panic becomes that
+    /// command's error on every node alike. Costs a clone per command.
+    Safe,
+}
+
+/// The de-duplication window: command ids remembered to drop duplicates.
+///
+/// It is defined by envelope timestamps and a count, never by the host's
+/// clock, so every node keeps the same window. It must outlast the longest
+/// retry horizon of any adapter (librdkafka's `message.timeout.ms` defaults to
+/// 300 s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupWindow {
+    /// Ids are kept at least while younger than this (by envelope timestamp,
+    /// relative to the newest timestamp applied), in milliseconds.
+    pub max_age_ms: u64,
+    /// At most this many ids are kept; the oldest go first.
+    pub max_entries: u64,
+}
+
+impl Default for DedupWindow {
+    fn default() -> Self {
+        Self {
+            max_age_ms: 10 * 60 * 1000,
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+impl DedupWindow {
+    /// The age bound as a duration.
+    pub fn max_age(&self) -> Duration {
+        Duration::from_millis(self.max_age_ms)
+    }
+}
+
+/// The settings carried by the Genesis record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The frame format version the stream was started with.
+    pub format_version: u32,
+    /// The de-duplication window.
+    pub dedup: DedupWindow,
+    /// What to do with bytes that are not a frame.
+    pub bad_records: BadRecordPolicy,
+    /// Who may write.
+    pub write_mode: WriteMode,
+    /// How commands are applied.
+    pub apply_mode: ApplyMode,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            dedup: DedupWindow::default(),
+            bad_records: BadRecordPolicy::default(),
+            write_mode: WriteMode::default(),
+            apply_mode: ApplyMode::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Describes each field that differs from `other`, empty when equal.
+    pub fn differences(&self, other: &Settings) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.format_version != other.format_version {
+            out.push(format!(
+                "format_version: {} vs {}",
+                self.format_version, other.format_version
+            ));
+        }
+        if self.dedup != other.dedup {
+            out.push(format!("dedup: {:?} vs {:?}", self.dedup, other.dedup));
+        }
+        if self.bad_records != other.bad_records {
+            out.push(format!(
+                "bad_records: {:?} vs {:?}",
+                self.bad_records, other.bad_records
+            ));
+        }
+        if self.write_mode != other.write_mode {
+            out.push(format!(
+                "write_mode: {:?} vs {:?}",
+                self.write_mode, other.write_mode
+            ));
+        }
+        if self.apply_mode != other.apply_mode {
+            out.push(format!(
+                "apply_mode: {:?} vs {:?}",
+                self.apply_mode, other.apply_mode
+            ));
+        }
+        out
+    }
+}
