@@ -1,0 +1,157 @@
+//! [`FileStreamConfig`]: where the journal lives and its limits.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::FileStreamError;
+use crate::format::{FRAME_HEADER_LEN, MAX_PAYLOAD_LEN, SEAL_LEN, SEGMENT_HEADER_LEN};
+
+/// How a [`FileStream`](crate::FileStream) opens its journal.
+///
+/// Build it with [`FileStreamConfig::new`] and the `with_*` methods; the
+/// fields are public to read and to adjust.
+///
+/// ```
+/// use std::time::Duration;
+/// use memstate_file::FileStreamConfig;
+///
+/// let config = FileStreamConfig::new("/var/lib/app/journal")
+///     .with_segment_size(16 * 1024 * 1024)
+///     .with_max_record_size(1024 * 1024)
+///     .with_poll_interval(Duration::from_millis(10));
+/// assert_eq!(config.segment_size, 16 * 1024 * 1024);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FileStreamConfig {
+    /// The journal directory; created if missing.
+    pub dir: PathBuf,
+    /// The largest payload one record may carry, in bytes. Larger records are
+    /// refused before any I/O. Must fit in one segment together with the
+    /// segment header, its frame header and a seal.
+    pub max_record_size: usize,
+    /// Roll to a new segment before a segment file would grow past this many bytes.
+    pub segment_size: u64,
+    /// How often an idle subscriber looks for records appended by other
+    /// processes. Appends made through handles in this process wake
+    /// subscribers at once.
+    pub poll_interval: Duration,
+    /// How long an append (or opening) waits for the writer lock held by
+    /// another appender before failing with a timeout.
+    pub lock_timeout: Duration,
+    /// Check every record of every segment when opening (`true`, the default),
+    /// or only the last segment (`false`: faster to open a long journal;
+    /// older segments are still checked when a subscriber reads them).
+    pub verify_on_open: bool,
+}
+
+impl FileStreamConfig {
+    /// The default record-size limit: 4 MiB.
+    pub const DEFAULT_MAX_RECORD_SIZE: usize = 4 * 1024 * 1024;
+    /// The default segment size: 64 MiB.
+    pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+    /// The default poll interval for records written by other processes: 20 ms.
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+    /// The default writer-lock timeout: 30 s.
+    pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Defaults for a journal in `dir`.
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        Self {
+            dir: dir.as_ref().to_path_buf(),
+            max_record_size: Self::DEFAULT_MAX_RECORD_SIZE,
+            segment_size: Self::DEFAULT_SEGMENT_SIZE,
+            poll_interval: Self::DEFAULT_POLL_INTERVAL,
+            lock_timeout: Self::DEFAULT_LOCK_TIMEOUT,
+            verify_on_open: true,
+        }
+    }
+
+    /// Sets [`FileStreamConfig::max_record_size`].
+    pub fn with_max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
+        self
+    }
+
+    /// Sets [`FileStreamConfig::segment_size`].
+    pub fn with_segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Sets [`FileStreamConfig::poll_interval`].
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Sets [`FileStreamConfig::lock_timeout`].
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Sets [`FileStreamConfig::verify_on_open`].
+    pub fn with_verify_on_open(mut self, verify: bool) -> Self {
+        self.verify_on_open = verify;
+        self
+    }
+
+    /// The smallest segment that holds one record of `max_record_size` bytes.
+    pub fn min_segment_size_for(max_record_size: usize) -> u64 {
+        SEGMENT_HEADER_LEN + FRAME_HEADER_LEN + max_record_size as u64 + SEAL_LEN
+    }
+
+    /// Checks that the limits can work together.
+    ///
+    /// # Errors
+    ///
+    /// [`FileStreamError::InvalidConfig`] saying which limit is wrong.
+    pub fn validate(&self) -> Result<(), FileStreamError> {
+        if self.max_record_size as u64 > MAX_PAYLOAD_LEN {
+            return Err(FileStreamError::InvalidConfig(format!(
+                "max_record_size {} exceeds the format's limit of {MAX_PAYLOAD_LEN} bytes",
+                self.max_record_size
+            )));
+        }
+        let needed = Self::min_segment_size_for(self.max_record_size);
+        if self.segment_size < needed {
+            return Err(FileStreamError::InvalidConfig(format!(
+                "segment_size {} cannot hold a record of max_record_size {} bytes \
+                 (needs at least {needed} bytes with headers and seal)",
+                self.segment_size, self.max_record_size
+            )));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(FileStreamError::InvalidConfig(
+                "poll_interval must be greater than zero".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        FileStreamConfig::new("/tmp/x").validate().unwrap();
+    }
+
+    #[test]
+    fn a_record_limit_that_does_not_fit_in_a_segment_is_refused() {
+        let err = FileStreamConfig::new("/tmp/x")
+            .with_segment_size(1024)
+            .with_max_record_size(1024)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("segment_size 1024"), "{err}");
+        FileStreamConfig::new("/tmp/x")
+            .with_segment_size(FileStreamConfig::min_segment_size_for(1024))
+            .with_max_record_size(1024)
+            .validate()
+            .unwrap();
+    }
+}

@@ -1,0 +1,322 @@
+//! Reading a whole segment front to back, checking every frame, and deciding
+//! whether a bad frame is a torn tail or corruption.
+//!
+//! Used by recovery (under the writer lock) and by the read-only inspector,
+//! so both judge a journal the same way.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::error::FileStreamError;
+use crate::format::{
+    FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, check_segment_header, frame_crc,
+    seal_crc_ok, segment_path,
+};
+
+/// Read buffer for sequential scans: large enough that a scan is a few big
+/// reads rather than two small ones per record.
+const SCAN_BUFFER: usize = 1024 * 1024;
+
+/// Receives each valid record's offset and payload during a scan.
+pub(crate) type RecordVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<(), FileStreamError> + 'a;
+
+/// How a frame (or the segment header) failed its checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FaultKind {
+    /// It claims to extend past the end of the file (an interrupted write).
+    Incomplete,
+    /// It fails its checksum or has an impossible length.
+    Bad,
+    /// The segment header is complete but wrong (magic, version, number).
+    BadHeader,
+    /// Bytes follow the seal of the segment.
+    AfterSeal,
+}
+
+/// The first bad frame of a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Fault {
+    /// Where the bad frame (or header, at 0) starts.
+    pub(crate) offset: u64,
+    pub(crate) kind: FaultKind,
+    /// Whether the frame's declared end is exactly the end of the file, i.e.
+    /// it is the last thing in the file.
+    pub(crate) ends_at_eof: bool,
+    /// Whether every byte from `offset` to the end of the file is zero (a file
+    /// extended by a crash before its data reached the disk).
+    pub(crate) zero_tail: bool,
+    pub(crate) reason: String,
+}
+
+/// What a scan of one segment found.
+#[derive(Clone, Debug)]
+pub(crate) struct SegmentScan {
+    pub(crate) number: u64,
+    pub(crate) path: PathBuf,
+    /// The file's size when the scan started.
+    pub(crate) file_len: u64,
+    /// How many valid records were read (from the scan's start offset).
+    pub(crate) records: u64,
+    /// The offset of the last valid record read.
+    pub(crate) last_record: Option<u64>,
+    /// The offset just past the last valid frame (a record or the seal).
+    pub(crate) end: u64,
+    /// A valid seal was read.
+    pub(crate) sealed: bool,
+    /// The first bad frame, if any; nothing after it was read.
+    pub(crate) fault: Option<Fault>,
+}
+
+/// Reads segment `number` of `dir` from `from` (an offset at a frame boundary,
+/// at least the header length), checking the header and every frame, and
+/// hands each valid record to `visit` with its offset.
+///
+/// # Errors
+///
+/// I/O failures only; bad bytes are reported in [`SegmentScan::fault`].
+pub(crate) fn scan_segment(
+    dir: &Path,
+    number: u64,
+    from: u64,
+    visit: &mut RecordVisitor<'_>,
+) -> Result<SegmentScan, FileStreamError> {
+    let path = segment_path(dir, number);
+    let file = File::open(&path).map_err(|e| FileStreamError::io("opening segment", &path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| FileStreamError::io("reading the size of", &path, e))?
+        .len();
+    let io_err = |e: io::Error| FileStreamError::io("reading segment", &path, e);
+    let mut scan = SegmentScan {
+        number,
+        path: path.clone(),
+        file_len,
+        records: 0,
+        last_record: None,
+        end: SEGMENT_HEADER_LEN,
+        sealed: false,
+        fault: None,
+    };
+    let mut reader = BufReader::with_capacity(SCAN_BUFFER, file);
+
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    let got = read_full(&mut reader, &mut header).map_err(io_err)?;
+    if let Err(reason) = check_segment_header(&header[..got], number) {
+        let kind = if got < header.len() {
+            FaultKind::Incomplete
+        } else if header.iter().all(|b| *b == 0) {
+            FaultKind::Bad
+        } else {
+            FaultKind::BadHeader
+        };
+        scan.end = 0;
+        scan.fault = Some(fault_at(&mut reader, 0, file_len, kind, false, reason).map_err(io_err)?);
+        return Ok(scan);
+    }
+
+    let mut pos = from.max(SEGMENT_HEADER_LEN);
+    scan.end = pos;
+    if pos > file_len {
+        scan.fault = Some(Fault {
+            offset: pos,
+            kind: FaultKind::Incomplete,
+            ends_at_eof: false,
+            zero_tail: true,
+            reason: format!("the segment ends at {file_len}, before offset {pos}"),
+        });
+        return Ok(scan);
+    }
+    reader.seek(SeekFrom::Start(pos)).map_err(io_err)?;
+    let mut payload = Vec::new();
+    while pos < file_len {
+        if scan.sealed {
+            scan.fault = Some(
+                fault_at(&mut reader, pos, file_len, FaultKind::AfterSeal, false, format!(
+                    "{} bytes follow the segment's seal",
+                    file_len - pos
+                ))
+                .map_err(io_err)?,
+            );
+            return Ok(scan);
+        }
+        let remaining = file_len - pos;
+        if remaining < FRAME_HEADER_LEN {
+            scan.fault = Some(
+                fault_at(&mut reader, pos, file_len, FaultKind::Incomplete, true, format!(
+                    "frame header is incomplete ({remaining} of {FRAME_HEADER_LEN} bytes)"
+                ))
+                .map_err(io_err)?,
+            );
+            return Ok(scan);
+        }
+        let mut raw = [0u8; FRAME_HEADER_LEN as usize];
+        read_full(&mut reader, &mut raw).map_err(io_err)?;
+        match FrameHeader::decode(&raw) {
+            FrameHeader::Seal { crc } => {
+                if !seal_crc_ok(crc) {
+                    let ends_at_eof = remaining == FRAME_HEADER_LEN;
+                    scan.fault = Some(
+                        fault_at(&mut reader, pos, file_len, FaultKind::Bad, ends_at_eof, "seal checksum mismatch".to_owned())
+                            .map_err(io_err)?,
+                    );
+                    return Ok(scan);
+                }
+                scan.sealed = true;
+                pos += FRAME_HEADER_LEN;
+                scan.end = pos;
+            }
+            FrameHeader::Record { len, crc } => {
+                let frame_end = pos + FRAME_HEADER_LEN + u64::from(len);
+                if frame_end > file_len {
+                    scan.fault = Some(
+                        fault_at(&mut reader, pos, file_len, FaultKind::Incomplete, false, format!(
+                            "record of {len} bytes extends past the end of the file ({file_len})"
+                        ))
+                        .map_err(io_err)?,
+                    );
+                    return Ok(scan);
+                }
+                // Bounded by the file's size, checked just above.
+                payload.resize(len as usize, 0);
+                read_full(&mut reader, &mut payload).map_err(io_err)?;
+                if frame_crc(len, &payload) != crc {
+                    scan.fault = Some(
+                        fault_at(&mut reader, pos, file_len, FaultKind::Bad, frame_end == file_len, format!(
+                            "record checksum mismatch (length field {len})"
+                        ))
+                        .map_err(io_err)?,
+                    );
+                    return Ok(scan);
+                }
+                visit(pos, &payload)?;
+                scan.records += 1;
+                scan.last_record = Some(pos);
+                pos = frame_end;
+                scan.end = pos;
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// Builds a fault at `offset`, checking whether the rest of the file is zeros.
+fn fault_at(
+    reader: &mut BufReader<File>,
+    offset: u64,
+    file_len: u64,
+    kind: FaultKind,
+    ends_at_eof: bool,
+    reason: String,
+) -> io::Result<Fault> {
+    reader.seek(SeekFrom::Start(offset))?;
+    let mut zero_tail = true;
+    let mut left = file_len.saturating_sub(offset);
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 && zero_tail {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = read_full(reader, &mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        zero_tail = buf[..n].iter().all(|b| *b == 0);
+        left -= n as u64;
+    }
+    Ok(Fault {
+        offset,
+        kind,
+        ends_at_eof,
+        zero_tail,
+        reason,
+    })
+}
+
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// What to do about a scanned segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Nothing wrong.
+    Clean,
+    /// The bytes from `offset` on are an interrupted write: cut them off.
+    Torn { offset: u64, reason: String },
+    /// Damaged data that must not be skipped.
+    Corrupt { offset: u64, reason: String },
+}
+
+/// What the watermark says about a segment when judging its tail.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WatermarkHint {
+    /// The watermark's end offset, when it lies in this segment.
+    pub(crate) end_in_segment: Option<u64>,
+    /// The watermark is known to be current (a live appender read it under the
+    /// lock) and lies in or before this segment, so everything at or past its
+    /// end was never acknowledged.
+    pub(crate) unacknowledged_from: Option<u64>,
+}
+
+/// Judges a scanned segment.
+///
+/// A bad frame is a torn tail only in the last segment, and only when it is
+/// plainly an interrupted write: it runs past the end of the file, or is the
+/// last frame of the file, or everything from it on is zeros, or it lies past
+/// a current watermark. It is corruption when it lies inside what the
+/// watermark says was made durable and that data is still all there, or when
+/// valid-looking data follows it. Non-last segments must be whole and sealed.
+pub(crate) fn judge(scan: &SegmentScan, is_last: bool, hint: WatermarkHint) -> Verdict {
+    let Some(fault) = &scan.fault else {
+        if !is_last && !scan.sealed {
+            return Verdict::Corrupt {
+                offset: scan.end,
+                reason: "segment is not sealed although a later segment exists".to_owned(),
+            };
+        }
+        return Verdict::Clean;
+    };
+    let corrupt = |why: &str| Verdict::Corrupt {
+        offset: fault.offset,
+        reason: format!("{}{why}", fault.reason),
+    };
+    if !is_last {
+        return corrupt(" (in a sealed, older segment)");
+    }
+    if matches!(fault.kind, FaultKind::BadHeader | FaultKind::AfterSeal) {
+        return corrupt("");
+    }
+    if let Some(end) = hint.end_in_segment
+        && fault.offset < end
+        && end <= scan.file_len
+    {
+        return corrupt(&format!(
+            " (inside data acknowledged as durable up to offset {end})"
+        ));
+    }
+    let torn = |why: &str| Verdict::Torn {
+        offset: fault.offset,
+        reason: format!("{} ({why})", fault.reason),
+    };
+    if hint.unacknowledged_from.is_some_and(|w| fault.offset >= w) {
+        return torn("past the durable watermark: never acknowledged");
+    }
+    if fault.kind == FaultKind::Incomplete {
+        return torn("an interrupted write at the end of the journal");
+    }
+    if fault.ends_at_eof {
+        return torn("the last frame of the journal");
+    }
+    if fault.zero_tail {
+        return torn("zero-filled to the end of the file");
+    }
+    corrupt(" (more data follows it)")
+}
