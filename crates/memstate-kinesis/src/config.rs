@@ -1,0 +1,353 @@
+//! [`KinesisConfig`]: which stream, where, with which credentials, and how
+//! fast to poll.
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_sdk_kinesis::config::retry::RetryConfig;
+use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kinesis::Client;
+use memstate_core::StreamError;
+
+use crate::error::misconfigured;
+
+/// The environment variable that names a Kinesis emulator endpoint for tests
+/// (`http://127.0.0.1:14567` with `integration-tests/scripts/kinesis.sh`).
+pub const ENDPOINT_ENV: &str = "MEMSTATE_KINESIS_ENDPOINT";
+
+/// The region used with an emulator when none is given.
+const EMULATOR_REGION: &str = "us-east-1";
+
+/// Where the AWS credentials come from.
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KinesisCredentials {
+    /// The AWS default chain: environment, profile files, web identity, ECS,
+    /// and the EC2 instance-metadata service. Set `AWS_EC2_METADATA_DISABLED=true`
+    /// where the metadata address must not be contacted.
+    #[default]
+    DefaultChain,
+    /// Fixed keys, e.g. for an emulator. With these (and a region) the client
+    /// is built without any provider chain, so nothing is probed.
+    Static {
+        /// The access key id.
+        access_key_id: String,
+        /// The secret access key.
+        secret_access_key: String,
+        /// A session token for temporary credentials.
+        session_token: Option<String>,
+    },
+}
+
+impl KinesisCredentials {
+    /// Fixed keys without a session token.
+    pub fn fixed(access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
+        Self::Static {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+            session_token: None,
+        }
+    }
+}
+
+impl fmt::Debug for KinesisCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach logs.
+        match self {
+            Self::DefaultChain => f.write_str("DefaultChain"),
+            Self::Static {
+                access_key_id,
+                session_token,
+                ..
+            } => f
+                .debug_struct("Static")
+                .field("access_key_id", access_key_id)
+                .field("secret_access_key", &"<redacted>")
+                .field("session_token", &session_token.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
+
+/// How to reach one Kinesis stream and how to read it.
+///
+/// Build it with [`KinesisConfig::new`] (AWS, default credential and region
+/// chains) or [`KinesisConfig::emulator`] (a local emulator), then adjust it
+/// with the `with_*` methods or by assigning the public fields.
+///
+/// # Polling and the shard's read limit
+///
+/// Kinesis allows **5 `GetRecords` calls per second per shard, shared by every
+/// consumer** of the shard. Each subscription polls at most once per
+/// [`min_poll_interval`](Self::min_poll_interval) while it is caught up, and
+/// backs off to [`max_poll_interval`](Self::max_poll_interval) while the
+/// stream is idle. With `n` nodes (each with one subscription) keep
+/// `min_poll_interval >= n × 200 ms`; throttled calls back off exponentially
+/// anyway, but every throttled call wastes a slot of the shared budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KinesisConfig {
+    /// The Kinesis stream name (1–128 characters of `a-z A-Z 0-9 _ . -`).
+    pub stream_name: String,
+    /// The AWS region; `None` uses the default region chain (`AWS_REGION`,
+    /// profile files, instance metadata).
+    pub region: Option<String>,
+    /// An endpoint override, e.g. `http://127.0.0.1:14567` for an emulator.
+    pub endpoint_url: Option<String>,
+    /// Where the credentials come from.
+    pub credentials: KinesisCredentials,
+    /// Create the stream (one shard, provisioned mode) when it does not exist,
+    /// and wait until it is `ACTIVE`.
+    pub create_if_missing: bool,
+    /// The shortest pause between two `GetRecords` calls of one subscription
+    /// once it has caught up. Default 200 ms.
+    pub min_poll_interval: Duration,
+    /// The longest pause between two `GetRecords` calls while the stream is
+    /// idle. Default 1 s.
+    pub max_poll_interval: Duration,
+    /// The longest any one Kinesis call may take, SDK retries included.
+    /// Default 10 s.
+    pub request_timeout: Duration,
+    /// The longest a TCP/TLS connection may take to open. Default 3 s.
+    pub connect_timeout: Duration,
+    /// The longest to wait for a stream to become `ACTIVE` after creating it.
+    /// Default 120 s.
+    pub create_timeout: Duration,
+}
+
+impl KinesisConfig {
+    /// The default [`KinesisConfig::min_poll_interval`].
+    pub const DEFAULT_MIN_POLL_INTERVAL: Duration = Duration::from_millis(200);
+    /// The default [`KinesisConfig::max_poll_interval`].
+    pub const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// A stream on AWS, reached with the default credential and region chains.
+    pub fn new(stream_name: impl Into<String>) -> Self {
+        Self {
+            stream_name: stream_name.into(),
+            region: None,
+            endpoint_url: None,
+            credentials: KinesisCredentials::DefaultChain,
+            create_if_missing: false,
+            min_poll_interval: Self::DEFAULT_MIN_POLL_INTERVAL,
+            max_poll_interval: Self::DEFAULT_MAX_POLL_INTERVAL,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            create_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// A stream on a local emulator (kinesis-mock) at `endpoint_url`: static
+    /// test credentials, region `us-east-1`, the stream created when missing,
+    /// and fast polling (the emulator enforces no read limit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use memstate_kinesis::KinesisConfig;
+    ///
+    /// let config = KinesisConfig::emulator("http://127.0.0.1:14567", "orders-test-1");
+    /// assert!(config.create_if_missing);
+    /// assert_eq!(config.region.as_deref(), Some("us-east-1"));
+    /// ```
+    pub fn emulator(endpoint_url: impl Into<String>, stream_name: impl Into<String>) -> Self {
+        Self {
+            region: Some(EMULATOR_REGION.to_owned()),
+            endpoint_url: Some(endpoint_url.into()),
+            credentials: KinesisCredentials::fixed("memstate-test", "memstate-test"),
+            create_if_missing: true,
+            min_poll_interval: Duration::from_millis(50),
+            max_poll_interval: Duration::from_millis(250),
+            create_timeout: Duration::from_secs(30),
+            ..Self::new(stream_name)
+        }
+    }
+
+    /// [`KinesisConfig::emulator`] at the endpoint named by
+    /// `MEMSTATE_KINESIS_ENDPOINT` ([`ENDPOINT_ENV`]), or `None` when it is
+    /// unset or empty.
+    pub fn emulator_from_env(stream_name: impl Into<String>) -> Option<Self> {
+        let endpoint = std::env::var(ENDPOINT_ENV).ok().filter(|e| !e.trim().is_empty())?;
+        Some(Self::emulator(endpoint.trim(), stream_name))
+    }
+
+    /// Sets the region.
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sets an endpoint override.
+    pub fn with_endpoint_url(mut self, endpoint_url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(endpoint_url.into());
+        self
+    }
+
+    /// Sets the credentials.
+    pub fn with_credentials(mut self, credentials: KinesisCredentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Creates the stream when it does not exist.
+    pub fn with_create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// Sets the shortest and longest pause between `GetRecords` calls.
+    pub fn with_poll_interval(mut self, min: Duration, max: Duration) -> Self {
+        self.min_poll_interval = min;
+        self.max_poll_interval = max;
+        self
+    }
+
+    /// Sets the timeout of each Kinesis call.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the connection timeout.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets how long to wait for a new stream to become `ACTIVE`.
+    pub fn with_create_timeout(mut self, timeout: Duration) -> Self {
+        self.create_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings that need no network.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Misconfigured`] for an invalid stream name, a zero or
+    /// inverted poll interval, or a zero timeout.
+    pub fn validate(&self) -> Result<(), StreamError> {
+        let name = &self.stream_name;
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        if name.is_empty() || name.len() > 128 || !name.chars().all(valid_char) {
+            return Err(misconfigured(
+                name,
+                "a Kinesis stream name has 1 to 128 characters from a-z, A-Z, 0-9, '_', '.', '-'",
+            ));
+        }
+        if self.min_poll_interval.is_zero() || self.min_poll_interval > self.max_poll_interval {
+            return Err(misconfigured(
+                name,
+                format!(
+                    "min_poll_interval ({:?}) must be above zero and at most max_poll_interval ({:?})",
+                    self.min_poll_interval, self.max_poll_interval
+                ),
+            ));
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() || self.create_timeout.is_zero() {
+            return Err(misconfigured(name, "timeouts must be above zero"));
+        }
+        Ok(())
+    }
+
+    /// Builds the SDK client this configuration describes. Useful on its own
+    /// to drive the same stream with the raw client (benchmarks, tooling).
+    ///
+    /// With [`KinesisCredentials::Static`] and a region, the client is built
+    /// directly, without the AWS provider chains (nothing is probed); otherwise
+    /// the chains of `aws-config` fill in what is missing. Every call gets the
+    /// configured timeouts; the SDK's standard retry policy (3 attempts,
+    /// throttling backoff) stays on inside that time.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Misconfigured`] when no region can be found.
+    pub async fn client(&self) -> Result<Client, StreamError> {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_attempt_timeout(self.request_timeout)
+            .operation_timeout(self.request_timeout)
+            .build();
+        let builder = match (&self.credentials, &self.region) {
+            (
+                KinesisCredentials::Static {
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                },
+                Some(region),
+            ) => aws_sdk_kinesis::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(region.clone()))
+                .credentials_provider(Credentials::new(
+                    access_key_id.clone(),
+                    secret_access_key.clone(),
+                    session_token.clone(),
+                    None,
+                    "memstate-static",
+                )),
+            (credentials, region) => {
+                let mut loader = aws_config::defaults(BehaviorVersion::latest());
+                if let Some(region) = region {
+                    loader = loader.region(Region::new(region.clone()));
+                }
+                if let KinesisCredentials::Static {
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                } = credentials
+                {
+                    loader = loader.credentials_provider(Credentials::new(
+                        access_key_id.clone(),
+                        secret_access_key.clone(),
+                        session_token.clone(),
+                        None,
+                        "memstate-static",
+                    ));
+                }
+                let shared = loader.timeout_config(timeouts.clone()).load().await;
+                if shared.region().is_none() {
+                    return Err(misconfigured(
+                        &self.stream_name,
+                        "no AWS region: set KinesisConfig::region, AWS_REGION, or a profile region",
+                    ));
+                }
+                aws_sdk_kinesis::config::Builder::from(&shared)
+            }
+        };
+        let mut builder = builder.timeout_config(timeouts).retry_config(RetryConfig::standard());
+        if let Some(endpoint) = &self.endpoint_url {
+            builder = builder.endpoint_url(endpoint.clone());
+        }
+        Ok(Client::from_conf(builder.build()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_stream_names_are_refused() {
+        for bad in ["", "has space", "slash/name", &"x".repeat(129)] {
+            let err = KinesisConfig::new(bad).validate().unwrap_err();
+            assert!(matches!(err, StreamError::Misconfigured { .. }), "{bad:?}");
+        }
+        assert!(KinesisConfig::new("memstate.orders_v1-test").validate().is_ok());
+    }
+
+    #[test]
+    fn inverted_poll_interval_is_refused() {
+        let config = KinesisConfig::new("s").with_poll_interval(Duration::from_secs(2), Duration::from_secs(1));
+        assert!(matches!(config.validate(), Err(StreamError::Misconfigured { .. })));
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret_key() {
+        let creds = KinesisCredentials::fixed("AKIDEXAMPLE", "very-secret");
+        let shown = format!("{:?}", KinesisConfig::new("s").with_credentials(creds));
+        assert!(shown.contains("AKIDEXAMPLE"));
+        assert!(!shown.contains("very-secret"));
+    }
+}

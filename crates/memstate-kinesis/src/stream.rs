@@ -1,0 +1,440 @@
+//! [`KinesisStream`]: a memstate [`Stream`] over one single-shard Kinesis
+//! stream.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{Shard, StreamMode, StreamModeDetails, StreamStatus};
+use bytes::Bytes;
+use memstate_core::{Capabilities, Cursor, Stream, StreamError, Subscription};
+use tokio::sync::RwLock;
+use tokio::time::Instant;
+
+use crate::config::KinesisConfig;
+use crate::cursor;
+use crate::error::{KinesisError, misconfigured, not_found};
+use crate::subscription::{KinesisSubscription, Start};
+
+/// The partition key of every record. All records go to the stream's only
+/// shard, so its value does not matter; one byte keeps the record limit high.
+pub(crate) const PARTITION_KEY: &str = "m";
+
+/// Kinesis's limit on one record: data blob plus partition key.
+pub const KINESIS_RECORD_LIMIT: usize = 1024 * 1024;
+
+/// The largest payload one [`KinesisStream`] record may carry:
+/// [`KINESIS_RECORD_LIMIT`] less the partition key.
+pub const MAX_RECORD_SIZE: usize = KINESIS_RECORD_LIMIT - PARTITION_KEY.len();
+
+/// A memstate stream stored in one Kinesis data stream with exactly one shard.
+///
+/// See the [crate documentation](crate) for how records, cursors, polling and
+/// failures map onto Kinesis. Clones share the client and the shard.
+#[derive(Clone)]
+pub struct KinesisStream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    config: KinesisConfig,
+    shard_id: String,
+    /// Single-record appends share it; a multi-record append holds it alone so
+    /// that no other append of this process lands between its records.
+    append_order: RwLock<()>,
+}
+
+impl fmt::Debug for KinesisStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KinesisStream")
+            .field("stream_name", &self.inner.config.stream_name)
+            .field("shard_id", &self.inner.shard_id)
+            .field("endpoint_url", &self.inner.config.endpoint_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KinesisStream {
+    /// Connects to the stream `config` names: builds the SDK client, creates
+    /// the stream when it is missing and [`KinesisConfig::create_if_missing`]
+    /// is set, and checks that it has exactly one shard.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::NotFound`] for a stream that does not exist (and is not
+    /// to be created); [`StreamError::Misconfigured`] for an invalid
+    /// configuration or a stream with more than one shard, a closed shard or
+    /// on-demand capacity; [`StreamError::Timeout`] when the endpoint does not
+    /// answer within [`KinesisConfig::request_timeout`] or a new stream does
+    /// not become active within [`KinesisConfig::create_timeout`];
+    /// [`StreamError::Backend`] for other Kinesis failures.
+    ///
+    /// # Examples
+    ///
+    /// A fresh stream on a local emulator, one line:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), memstate_core::StreamError> {
+    /// use memstate_kinesis::{KinesisConfig, KinesisStream};
+    ///
+    /// let stream =
+    ///     KinesisStream::connect(KinesisConfig::emulator("http://127.0.0.1:14567", "case-42")).await?;
+    /// # let _ = stream; Ok(()) }
+    /// ```
+    pub async fn connect(config: KinesisConfig) -> Result<Self, StreamError> {
+        config.validate()?;
+        let client = config.client().await?;
+        Self::with_client(client, config).await
+    }
+
+    /// Like [`KinesisStream::connect`], with a client built elsewhere (shared
+    /// between streams, or stubbed in tests). The client's own settings are
+    /// used as they are: the region, endpoint, credentials and timeouts of
+    /// `config` are ignored, its stream name, creation and polling settings
+    /// apply.
+    ///
+    /// # Errors
+    ///
+    /// As [`KinesisStream::connect`].
+    pub async fn with_client(client: Client, config: KinesisConfig) -> Result<Self, StreamError> {
+        config.validate()?;
+        ensure_active(&client, &config).await?;
+        let shard = single_open_shard(&client, &config).await?;
+        tracing::debug!(stream = %config.stream_name, shard = %shard.shard_id(), "connected to Kinesis stream");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shard_id: shard.shard_id().to_owned(),
+                client,
+                config,
+                append_order: RwLock::new(()),
+            }),
+        })
+    }
+
+    /// The Kinesis stream name.
+    pub fn stream_name(&self) -> &str {
+        &self.inner.config.stream_name
+    }
+
+    /// The id of the stream's only shard.
+    pub fn shard_id(&self) -> &str {
+        &self.inner.shard_id
+    }
+
+    /// The SDK client, e.g. to compare raw appends with the adapter's.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The configuration this stream was opened with.
+    pub fn config(&self) -> &KinesisConfig {
+        &self.inner.config
+    }
+
+    /// Deletes the Kinesis stream and every record in it (tests clean up with
+    /// this). Kinesis finishes the deletion in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::NotFound`] when it is already gone; backend failures.
+    pub async fn delete(&self) -> Result<(), StreamError> {
+        let name = self.stream_name();
+        self.inner
+            .client
+            .delete_stream()
+            .stream_name(name)
+            .enforce_consumer_deletion(true)
+            .send()
+            .await
+            .map_err(|e| self.read_error("DeleteStream", e))?;
+        Ok(())
+    }
+
+    fn read_error<E, R>(&self, operation: &'static str, err: aws_sdk_kinesis::error::SdkError<E, R>) -> StreamError
+    where
+        E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        KinesisError::from_sdk(operation, self.inner.config.request_timeout, err).into_read_error(self.stream_name())
+    }
+
+    /// Writes one record; `after` chains it behind the previous record of the
+    /// same append.
+    async fn put_record(&self, payload: Bytes, after: Option<&str>) -> Result<String, StreamError> {
+        let name = self.stream_name();
+        let mut request = self
+            .inner
+            .client
+            .put_record()
+            .stream_name(name)
+            .partition_key(PARTITION_KEY)
+            .data(Blob::new(payload));
+        if let Some(previous) = after {
+            request = request.sequence_number_for_ordering(previous);
+        }
+        let output = request.send().await.map_err(|e| {
+            KinesisError::from_sdk("PutRecord", self.inner.config.request_timeout, e).into_write_error(name)
+        })?;
+        if output.shard_id() != self.inner.shard_id {
+            return Err(misconfigured(
+                name,
+                format!(
+                    "a record was written to shard {} instead of {} (sequence number {}): the stream was \
+                     resharded, and Kinesis orders records only within one shard, so it can no longer \
+                     hold a memstate log",
+                    output.shard_id(),
+                    self.inner.shard_id,
+                    output.sequence_number()
+                ),
+            ));
+        }
+        Ok(output.sequence_number().to_owned())
+    }
+}
+
+#[async_trait]
+impl Stream for KinesisStream {
+    fn describe(&self) -> String {
+        format!("Kinesis stream {:?}", self.stream_name())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(MAX_RECORD_SIZE).with_exact_head(false)
+    }
+
+    /// Writes each record with one `PutRecord` call, in order; returns their
+    /// sequence numbers.
+    ///
+    /// The records of one call are chained with `SequenceNumberForOrdering`
+    /// and no other append of this process interleaves with them, but a writer
+    /// in another process may: several records land contiguously only when no
+    /// one else writes meanwhile. The engine appends one frame per call, which
+    /// is always contiguous.
+    async fn append(&self, records: Vec<Bytes>) -> Result<Vec<Cursor>, StreamError> {
+        self.capabilities().check_sizes(&records)?;
+        let count = records.len();
+        // Held until the append returns.
+        let (_exclusive, _shared);
+        if count > 1 {
+            _exclusive = self.inner.append_order.write().await;
+        } else {
+            _shared = self.inner.append_order.read().await;
+        }
+        let mut cursors: Vec<Cursor> = Vec::with_capacity(count);
+        for payload in records {
+            let previous = cursors.last().map(Cursor::as_str);
+            match self.put_record(payload, previous).await {
+                Ok(sequence) => cursors.push(Cursor::new(sequence)),
+                Err(err) if cursors.is_empty() => return Err(err),
+                Err(err) => {
+                    // Part of the batch is durable: the whole append is ambiguous.
+                    return Err(StreamError::Ambiguous {
+                        reason: format!(
+                            "{} of {count} records were written to stream {:?} (last at {}) before: {err}",
+                            cursors.len(),
+                            self.stream_name(),
+                            cursors.last().map(Cursor::as_str).unwrap_or_default(),
+                        ),
+                        source: Some(Box::new(err)),
+                    });
+                }
+            }
+        }
+        Ok(cursors)
+    }
+
+    async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {
+        let start = match &after {
+            None => Start::TrimHorizon,
+            Some(c) => Start::VerifyAt(cursor::sequence_number(c)?.to_owned()),
+        };
+        // Resharding after connect() would silently spread records over shards.
+        let shard = single_open_shard(&self.inner.client, &self.inner.config).await?;
+        if shard.shard_id() != self.inner.shard_id {
+            return Err(misconfigured(
+                self.stream_name(),
+                format!(
+                    "its shard changed from {} to {}: the stream was resharded",
+                    self.inner.shard_id,
+                    shard.shard_id()
+                ),
+            ));
+        }
+        Ok(Box::new(KinesisSubscription::new(
+            self.inner.client.clone(),
+            self.inner.config.clone(),
+            self.inner.shard_id.clone(),
+            start,
+        )))
+    }
+
+    /// Kinesis cannot tell the last sequence number of a shard without reading
+    /// it whole, so this adapter declares `exact_head: false` and the engine
+    /// appends a sync marker instead; `head` is unsupported.
+    async fn head(&self) -> Result<Option<Cursor>, StreamError> {
+        Err(StreamError::Unsupported(format!(
+            "{}: Kinesis cannot report the last sequence number of a shard (exact_head is false; \
+             use a sync marker)",
+            self.describe()
+        )))
+    }
+
+    fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {
+        cursor::compare(a, b)
+    }
+}
+
+/// Makes sure the stream exists and is usable: creates it when missing and
+/// allowed, then waits while it is `CREATING`.
+async fn ensure_active(client: &Client, config: &KinesisConfig) -> Result<(), StreamError> {
+    let name = config.stream_name.as_str();
+    let deadline = Instant::now() + config.create_timeout;
+    let mut created = false;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match client.describe_stream_summary().stream_name(name).send().await {
+            Ok(output) => {
+                let Some(summary) = output.stream_description_summary() else {
+                    return Err(StreamError::backend(
+                        crate::error::BACKEND,
+                        format!("describing stream {name:?}"),
+                        "DescribeStreamSummary returned no summary",
+                    ));
+                };
+                if summary
+                    .stream_mode_details()
+                    .is_some_and(|mode| *mode.stream_mode() == StreamMode::OnDemand)
+                {
+                    return Err(misconfigured(
+                        name,
+                        "it is in on-demand capacity mode, where Kinesis adds shards by itself; memstate needs \
+                         exactly one shard (provisioned mode, shard count 1) because Kinesis orders records \
+                         only within a shard",
+                    ));
+                }
+                match summary.stream_status() {
+                    StreamStatus::Active | StreamStatus::Updating => {
+                        if created {
+                            tracing::info!(stream = name, "created Kinesis stream with one shard");
+                        }
+                        return Ok(());
+                    }
+                    StreamStatus::Deleting => {
+                        return Err(not_found(name, "the stream is being deleted"));
+                    }
+                    _ => {} // CREATING: wait below.
+                }
+            }
+            Err(err) => {
+                let err = KinesisError::from_sdk("DescribeStreamSummary", config.request_timeout, err);
+                if !matches!(err, KinesisError::StreamNotFound { .. }) {
+                    return Err(err.into_read_error(name));
+                }
+                if !config.create_if_missing {
+                    return Err(err.into_read_error(name));
+                }
+                if !created {
+                    create_stream(client, config).await?;
+                    created = true;
+                }
+            }
+        }
+        if Instant::now() + pause > deadline {
+            return Err(StreamError::Timeout {
+                action: format!("waiting for Kinesis stream {name:?} to become ACTIVE"),
+                after: config.create_timeout,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+async fn create_stream(client: &Client, config: &KinesisConfig) -> Result<(), StreamError> {
+    let name = config.stream_name.as_str();
+    let provisioned = StreamModeDetails::builder()
+        .stream_mode(StreamMode::Provisioned)
+        .build()
+        .map_err(|e| StreamError::backend(crate::error::BACKEND, "building CreateStream", e))?;
+    match client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(1)
+        .stream_mode_details(provisioned)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            let err = KinesisError::from_sdk("CreateStream", config.request_timeout, err);
+            // Another node created it first: that is just as good.
+            if err.code() == Some("ResourceInUseException") {
+                Ok(())
+            } else {
+                Err(err.into_read_error(name))
+            }
+        }
+    }
+}
+
+/// Lists every shard of the stream and returns the only one, refusing a
+/// stream that has ever been resharded.
+async fn single_open_shard(client: &Client, config: &KinesisConfig) -> Result<Shard, StreamError> {
+    let name = config.stream_name.as_str();
+    let mut shards: Vec<Shard> = Vec::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        // With a continuation token, Kinesis refuses the stream name.
+        let request = match &next_token {
+            Some(token) => client.list_shards().next_token(token),
+            None => client.list_shards().stream_name(name),
+        };
+        let output = request.send().await.map_err(|e| {
+            KinesisError::from_sdk("ListShards", config.request_timeout, e).into_read_error(name)
+        })?;
+        shards.extend(output.shards().iter().cloned());
+        match output.next_token() {
+            Some(token) if shards.len() <= 1000 => next_token = Some(token.to_owned()),
+            _ => break,
+        }
+    }
+    let resharded = |detail: String| {
+        misconfigured(
+            name,
+            format!(
+                "{detail}. Kinesis orders records only within one shard, so a memstate log needs a \
+                 stream with exactly one shard that was never split or merged; create a new stream with \
+                 one shard (provisioned mode) and do not reshard it"
+            ),
+        )
+    };
+    let mut iter = shards.into_iter();
+    let (Some(shard), None) = (iter.next(), iter.next()) else {
+        return Err(resharded(
+            "it does not have exactly one shard (ListShards listed none or several: the stream was created \
+             with several shards or was resharded)"
+                .to_owned(),
+        ));
+    };
+    if let Some(parent) = shard.parent_shard_id() {
+        return Err(resharded(format!(
+            "its shard {} is the child of shard {parent}: the stream was resharded",
+            shard.shard_id()
+        )));
+    }
+    if let Some(end) = shard
+        .sequence_number_range()
+        .and_then(|range| range.ending_sequence_number())
+    {
+        return Err(resharded(format!(
+            "its shard {} is closed (ending sequence number {end}): the stream was resharded",
+            shard.shard_id()
+        )));
+    }
+    Ok(shard)
+}

@@ -1,0 +1,250 @@
+//! [`KinesisSubscription`]: a `GetRecords` polling loop over the stream's
+//! only shard.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bytes::Bytes;
+use memstate_core::{Cursor, Record, StreamError, Subscription};
+use tokio::time::Instant;
+
+use crate::config::KinesisConfig;
+use crate::cursor::compare_sequence_numbers;
+use crate::error::{BACKEND, KinesisError, misconfigured};
+use crate::pacing::Pacer;
+
+/// How many times in a row a fresh iterator may expire before the
+/// subscription gives up (a fresh iterator lives five minutes, so more than
+/// one in a row means something else is wrong).
+const MAX_CONSECUTIVE_EXPIRIES: u32 = 3;
+
+/// Where a new subscription starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// From the oldest retained record.
+    TrimHorizon,
+    /// After the record with this sequence number, which must still be
+    /// retained.
+    VerifyAt(String),
+}
+
+/// Where the subscription is, i.e. where a new shard iterator must start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Position {
+    /// Nothing read yet, from the oldest retained record (`TRIM_HORIZON`).
+    TrimHorizon,
+    /// Nothing read yet, after the given cursor. The iterator starts *at* the
+    /// cursor (`AT_SEQUENCE_NUMBER`) so that the cursor's own record comes
+    /// back first: that proves it is still retained, and so is everything
+    /// after it. If a later record comes first, the cursor's record was
+    /// trimmed by retention and records after it may have been trimmed too.
+    VerifyAt(String),
+    /// After the last record taken from Kinesis (`AFTER_SEQUENCE_NUMBER`).
+    After(String),
+}
+
+/// A subscription to the only shard of a Kinesis stream.
+///
+/// After an error, calling [`Subscription::next`] again resumes where it
+/// left off: the position only moves when records are taken.
+pub(crate) struct KinesisSubscription {
+    client: Client,
+    config: KinesisConfig,
+    shard_id: String,
+    position: Position,
+    iterator: Option<String>,
+    buffer: VecDeque<Record>,
+    pacer: Pacer,
+    next_call: Option<Instant>,
+    shard_closed: bool,
+    consecutive_expiries: u32,
+}
+
+impl fmt::Debug for KinesisSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KinesisSubscription")
+            .field("stream_name", &self.config.stream_name)
+            .field("shard_id", &self.shard_id)
+            .field("position", &self.position)
+            .field("buffered", &self.buffer.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KinesisSubscription {
+    pub(crate) fn new(client: Client, config: KinesisConfig, shard_id: String, start: Start) -> Self {
+        let pacer = Pacer::new(config.min_poll_interval, config.max_poll_interval);
+        Self {
+            client,
+            shard_id,
+            position: match start {
+                Start::TrimHorizon => Position::TrimHorizon,
+                Start::VerifyAt(sequence) => Position::VerifyAt(sequence),
+            },
+            config,
+            iterator: None,
+            buffer: VecDeque::new(),
+            pacer,
+            next_call: None,
+            shard_closed: false,
+            consecutive_expiries: 0,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.config.stream_name
+    }
+
+    /// Gets a shard iterator for the current position.
+    async fn acquire_iterator(&self) -> Result<String, StreamError> {
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_name(self.name())
+            .shard_id(&self.shard_id);
+        let request = match &self.position {
+            Position::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            Position::VerifyAt(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(sequence),
+            Position::After(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(sequence),
+        };
+        let output = request.send().await.map_err(|e| {
+            let err = KinesisError::from_sdk("GetShardIterator", self.config.request_timeout, e);
+            match (&self.position, err.code()) {
+                (Position::VerifyAt(sequence), Some("InvalidArgumentException")) => StreamError::InvalidCursor {
+                    cursor: sequence.clone(),
+                    reason: format!("Kinesis refused it as a position in shard {}: {err}", self.shard_id),
+                },
+                _ => err.into_read_error(self.name()),
+            }
+        })?;
+        output.shard_iterator().map(str::to_owned).ok_or_else(|| {
+            // Kinesis answers without an iterator only for a closed shard read past its end.
+            self.shard_closed_error()
+        })
+    }
+
+    /// Takes fetched records into the buffer: checks the cursor's record is
+    /// still there, drops anything at or before the position (a re-acquired
+    /// iterator must never repeat a record), and moves the position.
+    fn take_records(&mut self, records: Vec<aws_sdk_kinesis::types::Record>) -> Result<(), StreamError> {
+        for record in records {
+            let sequence = record.sequence_number;
+            match &self.position {
+                Position::VerifyAt(cursor) => match compare_sequence_numbers(&sequence, cursor) {
+                    std::cmp::Ordering::Less => continue,
+                    std::cmp::Ordering::Equal => {
+                        self.position = Position::After(sequence);
+                        continue;
+                    }
+                    std::cmp::Ordering::Greater => return Err(self.truncated_error(cursor, &sequence)),
+                },
+                Position::After(last) if compare_sequence_numbers(&sequence, last).is_le() => continue,
+                _ => {}
+            }
+            self.position = Position::After(sequence.clone());
+            self.buffer.push_back(Record {
+                cursor: Cursor::new(sequence),
+                payload: Bytes::from(record.data.into_inner()),
+            });
+        }
+        Ok(())
+    }
+
+    fn truncated_error(&self, cursor: &str, first: &str) -> StreamError {
+        StreamError::HistoryTruncated {
+            name: self.name().to_owned(),
+            reason: format!(
+                "the record at cursor {cursor} is no longer in shard {} (the oldest record from there on is \
+                 {first}): Kinesis dropped records older than the stream's retention period (24 hours by \
+                 default), and records after the cursor may be gone too. Restore from a newer snapshot, or \
+                 raise the retention period",
+                self.shard_id
+            ),
+        }
+    }
+
+    fn shard_closed_error(&self) -> StreamError {
+        misconfigured(
+            self.name(),
+            format!(
+                "shard {} was closed (Kinesis returned no next shard iterator): the stream was resharded, and \
+                 Kinesis orders records only within one shard, so it can no longer hold a memstate log",
+                self.shard_id
+            ),
+        )
+    }
+}
+
+#[async_trait]
+impl Subscription for KinesisSubscription {
+    async fn next(&mut self) -> Result<Option<Record>, StreamError> {
+        loop {
+            if let Some(record) = self.buffer.pop_front() {
+                return Ok(Some(record));
+            }
+            if self.shard_closed {
+                return Err(self.shard_closed_error());
+            }
+            if let Some(at) = self.next_call {
+                tokio::time::sleep_until(at).await;
+            }
+            // Taken out, so that a cancelled call leaves no half-used iterator:
+            // the next call re-acquires one from the position.
+            let iterator = match self.iterator.take() {
+                Some(iterator) => iterator,
+                None => self.acquire_iterator().await?,
+            };
+            let result = self.client.get_records().shard_iterator(&iterator).send().await;
+            match result {
+                Ok(output) => {
+                    self.consecutive_expiries = 0;
+                    let behind = output.millis_behind_latest;
+                    let count = output.records.len();
+                    self.iterator = output.next_shard_iterator;
+                    self.take_records(output.records)?;
+                    if self.iterator.is_none() {
+                        // The records of a closed shard are still delivered first.
+                        self.shard_closed = true;
+                    }
+                    self.next_call = Some(Instant::now() + self.pacer.after_records(count, behind));
+                }
+                Err(err) => match KinesisError::from_sdk("GetRecords", self.config.request_timeout, err) {
+                    KinesisError::IteratorExpired { source, .. } => {
+                        self.consecutive_expiries += 1;
+                        if self.consecutive_expiries > MAX_CONSECUTIVE_EXPIRIES {
+                            return Err(StreamError::backend(
+                                BACKEND,
+                                format!(
+                                    "reading stream {:?}: fresh shard iterators kept expiring (is the clock \
+                                     right?)",
+                                    self.name()
+                                ),
+                                source,
+                            ));
+                        }
+                        tracing::debug!(stream = %self.name(), position = ?self.position, "shard iterator expired; re-acquiring");
+                        self.next_call = None;
+                    }
+                    err @ KinesisError::Throttled { .. } => {
+                        let pause = self.pacer.after_throttle();
+                        tracing::debug!(stream = %self.name(), ?pause, error = %err, "GetRecords throttled; backing off");
+                        self.iterator = Some(iterator);
+                        self.next_call = Some(Instant::now() + pause);
+                    }
+                    err => {
+                        self.iterator = Some(iterator);
+                        self.next_call = Some(Instant::now() + self.config.min_poll_interval);
+                        return Err(err.into_read_error(self.name()));
+                    }
+                },
+            }
+        }
+    }
+}
