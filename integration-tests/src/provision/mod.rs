@@ -1,0 +1,60 @@
+//! Backend provisioning, in the brief's order: an endpoint variable
+//! (`MEMSTATE_KAFKA_BOOTSTRAP`, `MEMSTATE_KINESIS_ENDPOINT`,
+//! `MEMSTATE_EVENTSTORE_URL`) wins; else a testcontainers container where a
+//! Docker engine answers; else the backend is skipped with a line that says
+//! how to enable it. `MEMSTATE_REQUIRE=file,kafka,...` turns a skip into a
+//! failure.
+
+mod file;
+mod memory;
+
+use std::sync::Arc;
+
+pub use file::FileBackend;
+pub use memory::MemoryBackend;
+
+use crate::fixture::Backend;
+
+/// A provisioned backend, or why there is none.
+pub enum Provision {
+    /// Ready to run cases.
+    Ready(Arc<dyn Backend>),
+    /// Not available here; the reason says how to enable it.
+    Skipped(String),
+}
+
+impl std::fmt::Debug for Provision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ready(b) => write!(f, "Ready({} at {})", b.name(), b.location()),
+            Self::Skipped(why) => write!(f, "Skipped({why})"),
+        }
+    }
+}
+
+/// Whether `MEMSTATE_REQUIRE` (comma-separated backend names) names `backend`.
+pub fn is_required(backend: &str) -> bool {
+    std::env::var("MEMSTATE_REQUIRE")
+        .map(|v| v.split(',').any(|b| b.trim().eq_ignore_ascii_case(backend)))
+        .unwrap_or(false)
+}
+
+/// A non-empty environment variable.
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A unique name for one case's stream or topic.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The in-memory reference stream.
+pub async fn memory() -> Provision {
+    Provision::Ready(Arc::new(MemoryBackend))
+}
+
+/// The file journal, in temporary directories.
+pub async fn file() -> Provision {
+    Provision::Ready(Arc::new(FileBackend))
+}
