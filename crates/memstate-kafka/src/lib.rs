@@ -1,1 +1,12 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod cursor;
+mod error;
+mod stream;
+mod subscription;
+mod topic;
+
+pub use config::KafkaConfig;
+pub use error::Error;
+pub use stream::KafkaStream;

@@ -1,0 +1,340 @@
+//! [`KafkaStream`]: the [`Stream`] implementation over one single-partition
+//! Kafka topic.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use memstate_core::{Capabilities, Cursor, Stream, StreamError, Subscription};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use tokio::sync::Mutex;
+
+use crate::config::KafkaConfig;
+use crate::cursor;
+use crate::error::{BACKEND, Error, delivery_error};
+use crate::subscription::KafkaSubscription;
+use crate::topic;
+
+/// Slack on top of librdkafka's `message.timeout.ms` before an append stops
+/// waiting for a delivery report on its own.
+const DELIVERY_GRACE: Duration = Duration::from_secs(5);
+
+/// Pause before retrying a send that found librdkafka's local queue full.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
+
+/// A memstate stream stored in one Kafka topic with exactly one partition.
+///
+/// * **Cursors** are partition-0 offsets in decimal (`"0"`, `"1"`, ...),
+///   compared as numbers.
+/// * **Append** goes through an idempotent producer with `acks=all` and
+///   returns once every in-sync replica has the records. Appends of a single
+///   record (what the engine sends: one frame per record) and of several
+///   records overlap in flight; the records of one call are queued back to
+///   back, so nothing written through this handle (or its clones) lands
+///   between them. Kafka itself cannot
+///   keep *another* producer from writing between two records, so the
+///   offsets are checked afterwards and a split append is reported as an
+///   error (the records are written; see [`crate::Error::Interleaved`]).
+/// * **Subscribe** assigns partition 0 to a fresh consumer and seeks: no
+///   consumer group, no commits. A position before the log's start (records
+///   deleted by retention) fails as [`StreamError::HistoryTruncated`].
+/// * **Head** is exact: the high watermark minus one.
+///
+/// Clones share one producer.
+#[derive(Clone)]
+pub struct KafkaStream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    /// Taken while an append queues its records, so that the records of one
+    /// call are queued back to back with nothing of this handle's between.
+    enqueue_order: Mutex<()>,
+}
+
+impl fmt::Debug for KafkaStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaStream")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaStream {
+    /// Connects to the topic named in `config` and checks it: it must exist
+    /// (or is created first when [`KafkaConfig::create_topic`] is set), have
+    /// exactly one partition with a leader, and not be compacted.
+    ///
+    /// # Errors
+    ///
+    /// * [`StreamError::Misconfigured`]: an invalid configuration (see
+    ///   [`KafkaConfig::validate`]), a topic with more than one partition, or a
+    ///   compacted topic.
+    /// * [`StreamError::NotFound`]: the topic does not exist and creation was
+    ///   not asked for.
+    /// * [`StreamError::Timeout`]: no broker answered within
+    ///   [`KafkaConfig::operation_timeout`] (unreachable or down).
+    /// * [`StreamError::Backend`]: any other client or broker failure.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use memstate_kafka::{KafkaConfig, KafkaStream};
+    ///
+    /// # async fn example() -> Result<(), memstate_core::StreamError> {
+    /// // A fresh single-partition topic with infinite retention, then connect.
+    /// let stream = KafkaStream::connect(
+    ///     KafkaConfig::new("127.0.0.1:19092", "orders").with_topic_creation(1),
+    /// )
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: KafkaConfig) -> Result<Self, StreamError> {
+        config.validate()?;
+        let created = if config.create_topic {
+            topic::create(&config, config.replication_factor).await?
+        } else {
+            false
+        };
+        let producer: FutureProducer = config.producer_config().create().map_err(|e| {
+            StreamError::backend(
+                BACKEND,
+                format!("creating a Kafka producer for topic {:?}", config.topic),
+                Error::from(e),
+            )
+        })?;
+        let name = config.topic.clone();
+        let metadata_client = producer.clone();
+        // A topic that was just created may take a moment to show in metadata.
+        topic::verify(&config, created || config.create_topic, move |timeout| {
+            let metadata = metadata_client
+                .client()
+                .fetch_metadata(Some(&name), timeout)?;
+            Ok(topic::topic_state(&metadata, &name))
+        })
+        .await?;
+        topic::check_retention(&config).await?;
+        tracing::debug!(topic = %config.topic, bootstrap = %config.bootstrap_servers, "connected Kafka stream");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                producer,
+                enqueue_order: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Creates the topic `config` names — one partition, `replication_factor`
+    /// replicas (`-1`: the broker's default), `retention.ms=-1`,
+    /// `retention.bytes=-1`, `cleanup.policy=delete` — and waits until the
+    /// cluster's metadata shows it. Returns `false` when the topic already
+    /// existed (it is checked, not changed).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Misconfigured`] for an invalid configuration or an
+    /// existing topic with several partitions; [`StreamError::Timeout`] when
+    /// no broker answers in time; [`StreamError::Backend`] when the broker
+    /// refuses (for example a replication factor larger than the cluster).
+    pub async fn create_topic(
+        config: &KafkaConfig,
+        replication_factor: i32,
+    ) -> Result<bool, StreamError> {
+        let config = config.clone().with_topic_creation(replication_factor);
+        config.validate()?;
+        let created = topic::create(&config, replication_factor).await?;
+        let producer: FutureProducer = config.admin_config().create().map_err(|e| {
+            StreamError::backend(BACKEND, "creating a Kafka metadata client", Error::from(e))
+        })?;
+        let name = config.topic.clone();
+        topic::verify(&config, true, move |timeout| {
+            let metadata = producer.client().fetch_metadata(Some(&name), timeout)?;
+            Ok(topic::topic_state(&metadata, &name))
+        })
+        .await?;
+        Ok(created)
+    }
+
+    /// Deletes the topic `config` names, with everything in it. Returns
+    /// `false` when it did not exist. Meant for tests and tooling.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Timeout`] when no broker answers in time;
+    /// [`StreamError::Backend`] when the broker refuses.
+    pub async fn delete_topic(config: &KafkaConfig) -> Result<bool, StreamError> {
+        config.validate()?;
+        topic::delete(config).await
+    }
+
+    /// The configuration this stream was connected with.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+
+    /// The topic's low and high watermarks: the offset of the first record
+    /// still stored, and the offset the next record will get.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Timeout`] when no broker answers within
+    /// [`KafkaConfig::operation_timeout`]; [`StreamError::NotFound`] when the
+    /// topic was deleted.
+    pub async fn watermarks(&self) -> Result<(i64, i64), StreamError> {
+        let config = &self.inner.config;
+        let producer = self.inner.producer.clone();
+        let name = config.topic.clone();
+        let timeout = config.operation_timeout;
+        topic::blocking(&config.topic, "fetching watermarks", timeout, move || {
+            producer.client().fetch_watermarks(&name, 0, timeout)
+        })
+        .await
+    }
+
+    /// Hands one record to librdkafka, retrying while its local queue is full.
+    async fn enqueue(
+        &self,
+        payload: &Bytes,
+        deadline: Instant,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let topic = self.inner.config.topic.as_str();
+        loop {
+            let record = FutureRecord::<(), [u8]>::to(topic)
+                .partition(0)
+                .payload(payload.as_ref());
+            match self.inner.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits for one delivery report; the offset on success.
+    async fn delivered(&self, delivery: DeliveryFuture, deadline: Instant) -> Result<i64, Error> {
+        match tokio::time::timeout_at(deadline.into(), delivery).await {
+            Err(_) => Err(Error::Client {
+                source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+            }),
+            Ok(Err(_canceled)) => Err(Error::DeliveryCanceled),
+            Ok(Ok(Err((e, _message)))) => Err(Error::from(e)),
+            Ok(Ok(Ok(delivery))) if delivery.partition != 0 => Err(Error::WrongPartition {
+                partition: delivery.partition,
+            }),
+            Ok(Ok(Ok(delivery))) => Ok(delivery.offset),
+        }
+    }
+}
+
+#[async_trait]
+impl Stream for KafkaStream {
+    fn describe(&self) -> String {
+        format!(
+            "Kafka topic {:?} on {}",
+            self.inner.config.topic, self.inner.config.bootstrap_servers
+        )
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(self.inner.config.max_record_size)
+            .with_exact_head(true)
+            .with_optimistic_append(false)
+    }
+
+    async fn append(&self, records: Vec<Bytes>) -> Result<Vec<Cursor>, StreamError> {
+        self.capabilities().check_sizes(&records)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let topic = self.inner.config.topic.as_str();
+        let deadline = Instant::now() + self.inner.config.delivery_timeout + DELIVERY_GRACE;
+        let mut pending = Vec::with_capacity(records.len());
+        {
+            // Held only while queueing, not while waiting for the broker:
+            // librdkafka keeps the queue order per partition (idempotence
+            // keeps it across retries), so once a call's records are queued
+            // back to back, nothing this handle queues later can land
+            // between them, and appends still overlap in flight.
+            let _queueing = self.inner.enqueue_order.lock().await;
+            for payload in &records {
+                match self.enqueue(payload, deadline).await {
+                    Ok(delivery) => pending.push(delivery),
+                    Err(e) if pending.is_empty() => {
+                        // Nothing of this call left the process.
+                        return Err(StreamError::backend(
+                            BACKEND,
+                            format!("queueing a record for topic {topic:?}"),
+                            Error::from(e),
+                        ));
+                    }
+                    Err(e) => return Err(delivery_error(topic, Error::from(e))),
+                }
+            }
+        }
+        let mut offsets = Vec::with_capacity(pending.len());
+        for delivery in pending {
+            offsets.push(
+                self.delivered(delivery, deadline)
+                    .await
+                    .map_err(|e| delivery_error(topic, e))?,
+            );
+        }
+        if offsets.windows(2).any(|pair| pair[1] != pair[0] + 1) {
+            return Err(delivery_error(topic, Error::Interleaved { offsets }));
+        }
+        Ok(offsets.into_iter().map(cursor::from_offset).collect())
+    }
+
+    async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {
+        let start = match &after {
+            None => 0,
+            Some(c) => cursor::to_offset(c)? + 1,
+        };
+        let (low, high) = self.watermarks().await?;
+        let config = &self.inner.config;
+        if start < low {
+            return Err(StreamError::HistoryTruncated {
+                name: config.topic.clone(),
+                reason: format!(
+                    "the subscription starts at offset {start} but the Kafka topic's first stored record is at \
+                     offset {low}: records were deleted (retention.ms / retention.bytes, or DeleteRecords). \
+                     Restore a snapshot taken at or after offset {} or rebuild the topic",
+                    low - 1
+                ),
+            });
+        }
+        if start > high {
+            return Err(StreamError::InvalidCursor {
+                cursor: after.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                reason: format!(
+                    "it lies beyond the end of Kafka topic {:?} (next offset {high}): the cursor comes from \
+                     another topic, or this topic was deleted and created again",
+                    config.topic
+                ),
+            });
+        }
+        let subscription = KafkaSubscription::open(config, start).await?;
+        Ok(Box::new(subscription))
+    }
+
+    async fn head(&self) -> Result<Option<Cursor>, StreamError> {
+        // The high watermark is the offset after the last record every
+        // in-sync replica has: exactly what an acks=all append waited for.
+        let (_, high) = self.watermarks().await?;
+        Ok((high > 0).then(|| cursor::from_offset(high - 1)))
+    }
+
+    fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {
+        Ok(cursor::to_offset(a)?.cmp(&cursor::to_offset(b)?))
+    }
+}
