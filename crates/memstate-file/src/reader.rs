@@ -12,7 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use memstate_core::{Record, StreamError, Subscription};
+use parking_lot::Mutex;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::error::FileStreamError;
 use crate::format::{
@@ -239,10 +241,21 @@ pub(crate) enum Step {
     Wait,
 }
 
-/// A subscription of a [`FileStream`](crate::FileStream).
-pub(crate) struct FileSubscription {
-    reader: Option<JournalReader>,
+/// What a subscription's blocking reads share with its async side.
+#[derive(Debug)]
+struct ReadState {
+    reader: JournalReader,
     buffered: VecDeque<Record>,
+}
+
+/// A subscription of a [`FileStream`](crate::FileStream).
+///
+/// Blocking reads run on tokio's blocking pool and leave what they read in
+/// a shared buffer, so a `next()` future dropped mid-read loses nothing: the
+/// next call first waits for that read to finish.
+pub(crate) struct FileSubscription {
+    state: Arc<Mutex<ReadState>>,
+    in_flight: Option<JoinHandle<Result<(), FileStreamError>>>,
     poll_interval: Duration,
     closed: watch::Receiver<bool>,
     wake: watch::Receiver<u64>,
@@ -252,10 +265,15 @@ pub(crate) struct FileSubscription {
 
 impl fmt::Debug for FileSubscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileSubscription")
-            .field("next", &self.reader.as_ref().map(JournalReader::next_position))
-            .field("buffered", &self.buffered.len())
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("FileSubscription");
+        // Only look inside when no blocking read holds the state.
+        if self.in_flight.is_none()
+            && let Some(state) = self.state.try_lock()
+        {
+            d.field("next", &state.reader.next_position())
+                .field("buffered", &state.buffered.len());
+        }
+        d.finish_non_exhaustive()
     }
 }
 
@@ -267,8 +285,11 @@ impl FileSubscription {
         notifier: Arc<Notifier>,
     ) -> Self {
         Self {
-            reader: Some(reader),
-            buffered: VecDeque::new(),
+            state: Arc::new(Mutex::new(ReadState {
+                reader,
+                buffered: VecDeque::new(),
+            })),
+            in_flight: None,
             poll_interval,
             closed,
             wake: notifier.subscribe(),
@@ -281,25 +302,18 @@ impl FileSubscription {
         self.closed.has_changed().is_err() || *self.closed.borrow()
     }
 
-    /// Reads what is durable into the buffer, on a blocking thread.
-    async fn fill(&mut self) -> Result<(), FileStreamError> {
-        let Some(mut reader) = self.reader.take() else {
-            return Err(FileStreamError::Task(
-                "subscription lost its place when a next() call was cancelled; subscribe again".to_owned(),
-            ));
-        };
-        let (reader, result) = tokio::task::spawn_blocking(move || {
+    /// Starts a blocking read of what is durable into the shared buffer.
+    fn start_fill(&mut self) {
+        let state = Arc::clone(&self.state);
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let mut guard = state.lock();
+            let ReadState { reader, buffered } = &mut *guard;
             let mut out = Vec::new();
-            let result = reader
-                .fill(&mut out, MAX_RECORDS_PER_FILL, MAX_BYTES_PER_FILL)
-                .map(|()| out);
-            (reader, result)
-        })
-        .await
-        .map_err(|e| FileStreamError::Task(format!("journal read task failed: {e}")))?;
-        self.reader = Some(reader);
-        self.buffered.extend(result?);
-        Ok(())
+            let result = reader.fill(&mut out, MAX_RECORDS_PER_FILL, MAX_BYTES_PER_FILL);
+            // Records read before a failure are delivered before it.
+            buffered.extend(out);
+            result
+        }));
     }
 }
 
@@ -310,21 +324,32 @@ impl Subscription for FileSubscription {
             if self.is_closed() {
                 return Ok(None);
             }
-            if let Some(record) = self.buffered.pop_front() {
+            if let Some(task) = self.in_flight.as_mut() {
+                let joined = task.await;
+                self.in_flight = None;
+                let filled = joined
+                    .map_err(|e| FileStreamError::Task(format!("journal read task failed: {e}")))?;
+                let empty = self.state.lock().buffered.is_empty();
+                match filled {
+                    Err(e) if empty => return Err(e.into()),
+                    // The failure comes back on the next read, after these records.
+                    _ if !empty => continue,
+                    _ => {}
+                }
+                tokio::select! {
+                    _ = self.closed.changed() => {}
+                    _ = self.wake.changed() => {}
+                    () = tokio::time::sleep(self.poll_interval) => {}
+                }
+                continue;
+            }
+            if let Some(record) = self.state.lock().buffered.pop_front() {
                 return Ok(Some(record));
             }
             // Mark the wake-up seen before reading, so an append that lands
-            // during the read wakes the wait below at once.
+            // during the read ends the wait after it at once.
             self.wake.borrow_and_update();
-            self.fill().await?;
-            if !self.buffered.is_empty() {
-                continue;
-            }
-            tokio::select! {
-                _ = self.closed.changed() => {}
-                _ = self.wake.changed() => {}
-                () = tokio::time::sleep(self.poll_interval) => {}
-            }
+            self.start_fill();
         }
     }
 }

@@ -1,0 +1,513 @@
+//! Behaviour of one journal used from one process.
+
+mod common;
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{assert_quiet, b, payloads, segment_file, take};
+use memstate_core::{Cursor, Stream, StreamError};
+use memstate_file::{FileStream, FileStreamConfig, FileStreamError, Position, inspect};
+
+fn fast(dir: &std::path::Path) -> FileStreamConfig {
+    FileStreamConfig::new(dir).with_poll_interval(Duration::from_millis(5))
+}
+
+#[tokio::test]
+async fn appended_records_are_read_back_in_order_and_the_tail_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open_with(fast(dir.path())).await.unwrap();
+    let cursors = s.append(vec![b("a"), b("b"), b("c")]).await.unwrap();
+    assert_eq!(cursors.len(), 3);
+    let mut sub = s.subscribe(None).await.unwrap();
+    let got = take(&mut sub, 3).await;
+    assert_eq!(payloads(&got), vec![b("a"), b("b"), b("c")]);
+    assert_eq!(got.iter().map(|r| r.cursor.clone()).collect::<Vec<_>>(), cursors);
+
+    // A waiting subscriber wakes for a later append.
+    let follower = tokio::spawn(async move { take(&mut sub, 2).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.append(vec![b("d")]).await.unwrap();
+    s.append(vec![b("e")]).await.unwrap();
+    let later = follower.await.unwrap();
+    assert_eq!(payloads(&later), vec![b("d"), b("e")]);
+}
+
+#[tokio::test]
+async fn cursors_are_segment_and_offset_and_increase() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    let cursors = s.append(vec![b("xy"), b("z")]).await.unwrap();
+    // Header 32 bytes, then frames of 8 + payload bytes.
+    assert_eq!(cursors[0].as_str(), "00000000:000000000032");
+    assert_eq!(cursors[1].as_str(), "00000000:000000000042");
+    assert_eq!(s.compare_cursors(&cursors[0], &cursors[1]).unwrap(), Ordering::Less);
+    assert_eq!(s.compare_cursors(&cursors[1], &cursors[1]).unwrap(), Ordering::Equal);
+}
+
+#[tokio::test]
+async fn reopening_returns_everything_appended_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = FileStream::open(dir.path()).await.unwrap();
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let batch: Vec<Bytes> = (0..5).map(|j| b(&format!("r{i}-{j}"))).collect();
+        expected.extend(batch.clone());
+        first.append(batch).await.unwrap();
+    }
+    let head = first.head().await.unwrap();
+    drop(first);
+
+    let again = FileStream::open(dir.path()).await.unwrap();
+    assert_eq!(again.open_report().truncated_bytes(), 0);
+    assert_eq!(again.open_report().records_verified, 100);
+    assert_eq!(again.head().await.unwrap(), head);
+    let mut sub = again.subscribe(None).await.unwrap();
+    assert_eq!(payloads(&take(&mut sub, 100).await), expected);
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_truncated_on_reopen_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    let cursors = s
+        .append(vec![b("first"), b("second"), b("third-record")])
+        .await
+        .unwrap();
+    drop(s);
+    let seg = segment_file(dir.path(), 0);
+    let full = std::fs::metadata(&seg).unwrap().len();
+    let third = Position::from_cursor(&cursors[2]).unwrap().offset;
+    // Cut the last record in the middle of its payload, as a crash would.
+    let cut = third + 8 + 5;
+    OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
+
+    // The inspector sees the torn tail without touching the file.
+    let report = inspect::read_all(dir.path()).unwrap();
+    let torn = report.torn_tail.clone().expect("inspect reports the torn tail");
+    assert_eq!((torn.offset, torn.dropped_bytes), (third, cut - third));
+    assert!(report.corruption.is_none());
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), cut);
+
+    let s = FileStream::open(dir.path()).await.unwrap();
+    let report = s.open_report();
+    assert_eq!(report.truncated_bytes(), cut - third);
+    let torn = report.torn_tail.as_ref().unwrap();
+    assert_eq!(torn.path, seg.canonicalize().unwrap());
+    assert_eq!(torn.offset, third);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), third);
+    assert!(full > third);
+    assert_eq!(s.head().await.unwrap(), Some(cursors[1].clone()));
+
+    // Appends continue where the valid data ends.
+    let next = s.append(vec![b("after")]).await.unwrap();
+    assert_eq!(next[0], cursors[2]);
+    let mut sub = s.subscribe(None).await.unwrap();
+    assert_eq!(payloads(&take(&mut sub, 3).await), vec![b("first"), b("second"), b("after")]);
+}
+
+/// Flips one byte of the file at `offset`.
+fn flip(path: &std::path::Path, offset: u64) {
+    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, offset).unwrap();
+    byte[0] ^= 0x40;
+    f.write_all_at(&byte, offset).unwrap();
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_middle_record_is_corruption_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    let cursors = s.append(vec![b("one"), b("two"), b("three")]).await.unwrap();
+    let seg = segment_file(dir.path(), 0).canonicalize().unwrap();
+    let middle = Position::from_cursor(&cursors[1]).unwrap().offset;
+    flip(&seg, middle + 8 + 1);
+
+    // A subscriber of the open stream reads the first record, then fails.
+    let mut sub = s.subscribe(None).await.unwrap();
+    assert_eq!(payloads(&take(&mut sub, 1).await), vec![b("one")]);
+    match sub.next().await {
+        Err(StreamError::Corrupt { location, reason }) => {
+            assert_eq!(location, format!("{} at offset {middle}", seg.display()));
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    drop(sub);
+    drop(s);
+
+    // Reopening refuses the journal and changes nothing.
+    let len = std::fs::metadata(&seg).unwrap().len();
+    match FileStream::open(dir.path()).await {
+        Err(FileStreamError::Corrupt { path, offset, .. }) => {
+            assert_eq!(path, seg);
+            assert_eq!(offset, middle);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+
+    let report = inspect::read_all(dir.path()).unwrap();
+    let corruption = report.corruption.expect("inspect reports it");
+    assert_eq!((corruption.path, corruption.offset), (seg, middle));
+    assert_eq!(report.records.len(), 1);
+}
+
+#[tokio::test]
+async fn a_bad_last_record_inside_the_durable_watermark_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    let cursors = s.append(vec![b("one"), b("two")]).await.unwrap();
+    drop(s);
+    let seg = segment_file(dir.path(), 0);
+    let last = Position::from_cursor(&cursors[1]).unwrap().offset;
+    flip(&seg, last + 8);
+
+    // The watermark proves the record was acknowledged: never drop it silently.
+    let err = FileStream::open(dir.path()).await.unwrap_err();
+    assert!(matches!(err, FileStreamError::Corrupt { offset, .. } if offset == last), "{err}");
+
+    // Without the watermark the same bytes are indistinguishable from a torn write.
+    std::fs::remove_file(dir.path().join("journal.watermark")).unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    assert_eq!(s.open_report().torn_tail.as_ref().unwrap().offset, last);
+    assert_eq!(s.head().await.unwrap(), Some(cursors[0].clone()));
+}
+
+#[tokio::test]
+async fn a_zero_filled_tail_is_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    let cursors = s.append(vec![b("one")]).await.unwrap();
+    drop(s);
+    let seg = segment_file(dir.path(), 0);
+    let end = std::fs::metadata(&seg).unwrap().len();
+    // A crash after the file grew but before its data reached the disk.
+    OpenOptions::new().write(true).open(&seg).unwrap().set_len(end + 4096).unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    assert_eq!(s.open_report().truncated_bytes(), 4096);
+    assert_eq!(s.head().await.unwrap(), Some(cursors[0].clone()));
+}
+
+#[tokio::test]
+async fn a_subscriber_never_sees_bytes_past_the_durable_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open_with(fast(dir.path())).await.unwrap();
+    s.append(vec![b("durable")]).await.unwrap();
+    let mut sub = s.subscribe(None).await.unwrap();
+    assert_eq!(payloads(&take(&mut sub, 1).await), vec![b("durable")]);
+
+    // A complete, valid frame written by hand past the watermark, as an
+    // appender that crashed before publishing it would leave it.
+    let seg = segment_file(dir.path(), 0);
+    let end = std::fs::metadata(&seg).unwrap().len();
+    let payload = b"unpublished";
+    let mut frame = Vec::new();
+    let len = payload.len() as u32;
+    frame.extend_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload);
+    frame.extend_from_slice(&crc.to_le_bytes());
+    frame.extend_from_slice(payload);
+    OpenOptions::new().write(true).open(&seg).unwrap().write_all_at(&frame, end).unwrap();
+
+    assert_quiet(&mut sub, Duration::from_millis(200)).await;
+    let head = s.head().await.unwrap().unwrap();
+    assert_eq!(Position::from_cursor(&head).unwrap().offset, 32);
+
+    // The next appender finds the tail past the watermark, keeps the whole
+    // frame (it may have been fsynced), and publishes both.
+    s.append(vec![b("next")]).await.unwrap();
+    assert_eq!(payloads(&take(&mut sub, 2).await), vec![b("unpublished"), b("next")]);
+}
+
+#[tokio::test]
+async fn garbage_past_the_watermark_is_cut_by_the_next_appender_and_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open_with(fast(dir.path())).await.unwrap();
+    s.append(vec![b("a")]).await.unwrap();
+    let mut sub = s.subscribe(None).await.unwrap();
+    take(&mut sub, 1).await;
+    let seg = segment_file(dir.path(), 0);
+    let end = std::fs::metadata(&seg).unwrap().len();
+    // Half a frame header and junk: a crash mid-write.
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(&[7, 0, 0, 0, 1, 2, 3], end)
+        .unwrap();
+    assert_quiet(&mut sub, Duration::from_millis(100)).await;
+    let cursors = s.append(vec![b("b")]).await.unwrap();
+    assert_eq!(Position::from_cursor(&cursors[0]).unwrap().offset, end);
+    let got = take(&mut sub, 1).await;
+    assert_eq!(payloads(&got), vec![b("b")]);
+    assert!(inspect::read_all(dir.path()).unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn an_oversized_record_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open_with(FileStreamConfig::new(dir.path()).with_max_record_size(16))
+        .await
+        .unwrap();
+    assert_eq!(s.capabilities().max_record_size, 16);
+    let seg = segment_file(dir.path(), 0);
+    let before = std::fs::metadata(&seg).unwrap().len();
+    let err = s
+        .append(vec![b("small"), Bytes::from(vec![0u8; 17])])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StreamError::RecordTooLarge { size: 17, limit: 16 }), "{err}");
+    assert!(err.to_string().contains("16"));
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), before);
+    assert_eq!(s.head().await.unwrap(), None);
+    // Exactly at the limit is fine.
+    s.append(vec![Bytes::from(vec![1u8; 16])]).await.unwrap();
+}
+
+#[tokio::test]
+async fn segments_roll_at_the_configured_size_and_are_read_across_seals() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast(dir.path()).with_max_record_size(64).with_segment_size(256);
+    let s = FileStream::open_with(config.clone()).await.unwrap();
+    let mut expected = Vec::new();
+    let mut cursors = Vec::new();
+    for i in 0..10 {
+        let p = b(&format!("{i:040}"));
+        expected.push(p.clone());
+        cursors.extend(s.append(vec![p]).await.unwrap());
+    }
+    // One call spanning several segments still lands contiguously.
+    let batch: Vec<Bytes> = (10..30).map(|i| b(&format!("{i:040}"))).collect();
+    expected.extend(batch.clone());
+    cursors.extend(s.append(batch).await.unwrap());
+
+    let positions: Vec<Position> = cursors.iter().map(|c| Position::from_cursor(c).unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    let last_segment = positions.last().unwrap().segment;
+    assert!(last_segment >= 5, "30 records of 48 bytes in 256-byte segments: {last_segment}");
+    for n in 0..=last_segment {
+        let len = std::fs::metadata(segment_file(dir.path(), n)).unwrap().len();
+        assert!(len <= 256, "segment {n} is {len} bytes");
+    }
+    let report = inspect::read_all(dir.path()).unwrap();
+    assert!(report.is_clean());
+    assert!(report.segments[..report.segments.len() - 1].iter().all(|seg| seg.sealed));
+    assert!(!report.segments.last().unwrap().sealed);
+
+    let mut sub = s.subscribe(None).await.unwrap();
+    let got = take(&mut sub, 30).await;
+    assert_eq!(payloads(&got), expected);
+    assert_eq!(got.iter().map(|r| r.cursor.clone()).collect::<Vec<_>>(), cursors);
+
+    // From a cursor in a middle segment, and after a reopen.
+    drop(s);
+    let s = FileStream::open_with(config).await.unwrap();
+    assert_eq!(s.open_report().records_verified, 30);
+    let mut sub = s.subscribe(Some(cursors[14].clone())).await.unwrap();
+    assert_eq!(payloads(&take(&mut sub, 15).await), expected[15..].to_vec());
+    assert_eq!(
+        s.compare_cursors(&cursors[3], &cursors[29]).unwrap(),
+        Ordering::Less
+    );
+}
+
+#[tokio::test]
+async fn subscribing_from_a_middle_cursor_sees_only_the_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open_with(fast(dir.path())).await.unwrap();
+    let cursors = s.append(vec![b("a"), b("b"), b("c"), b("d")]).await.unwrap();
+    let mut sub = s.subscribe(Some(cursors[1].clone())).await.unwrap();
+    assert_eq!(payloads(&take(&mut sub, 2).await), vec![b("c"), b("d")]);
+    // From the last record: nothing until something new arrives.
+    let mut tail = s.subscribe(Some(cursors[3].clone())).await.unwrap();
+    assert_quiet(&mut tail, Duration::from_millis(50)).await;
+    s.append(vec![b("e")]).await.unwrap();
+    assert_eq!(payloads(&take(&mut tail, 1).await), vec![b("e")]);
+}
+
+#[tokio::test]
+async fn invalid_cursors_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    let cursors = s.append(vec![b("abc"), b("def")]).await.unwrap();
+    let valid = cursors[0].clone();
+    for bad in [
+        Cursor::new("nonsense"),
+        Cursor::new("0:4"),           // inside the segment header
+        Cursor::new("0:33"),          // not where a record starts
+        Cursor::new("0:999999"),      // past the end
+        Cursor::new("7:32"),          // a segment that does not exist
+    ] {
+        let err = s.subscribe(Some(bad.clone())).await.unwrap_err();
+        assert!(matches!(err, StreamError::InvalidCursor { .. }), "{bad}: {err}");
+    }
+    let err = s.compare_cursors(&valid, &Cursor::new("x:1")).unwrap_err();
+    assert!(matches!(err, StreamError::InvalidCursor { .. }));
+    let err = s
+        .append_expecting(vec![b("x")], Some(Cursor::new("garbage")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StreamError::InvalidCursor { .. }));
+}
+
+#[tokio::test]
+async fn head_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    assert!(s.capabilities().exact_head);
+    assert_eq!(s.head().await.unwrap(), None);
+    let c = s.append(vec![b("a"), b("b")]).await.unwrap();
+    assert_eq!(s.head().await.unwrap(), Some(c[1].clone()));
+    // Another handle sees the same head.
+    let other = FileStream::open(dir.path()).await.unwrap();
+    assert_eq!(other.head().await.unwrap(), Some(c[1].clone()));
+}
+
+#[tokio::test]
+async fn optimistic_append_succeeds_only_at_the_expected_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    assert!(s.capabilities().optimistic_append);
+    let first = s.append_expecting(vec![b("a")], None).await.unwrap();
+    let err = s.append_expecting(vec![b("b")], None).await.unwrap_err();
+    match err {
+        StreamError::WrongExpectedPosition { expected, actual } => {
+            assert_eq!(expected, None);
+            assert_eq!(actual, Some(first[0].clone()));
+        }
+        other => panic!("expected WrongExpectedPosition, got {other}"),
+    }
+    let second = s
+        .append_expecting(vec![b("b")], Some(first[0].clone()))
+        .await
+        .unwrap();
+    assert_eq!(s.head().await.unwrap(), Some(second[0].clone()));
+    let mut sub = s.subscribe(None).await.unwrap();
+    assert_eq!(payloads(&take(&mut sub, 2).await), vec![b("a"), b("b")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_in_one_process_share_the_journal_without_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let h1 = FileStream::open_with(fast(dir.path())).await.unwrap();
+    let h2 = FileStream::open_with(fast(dir.path())).await.unwrap();
+    let mut live = h1.subscribe(None).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let handle = if t % 2 == 0 { h1.clone() } else { h2.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut cursors = Vec::new();
+            for i in 0..25 {
+                let batch = vec![b(&format!("t{t}-{i}-x")), b(&format!("t{t}-{i}-y"))];
+                let got = handle.append(batch).await.unwrap();
+                cursors.push(got);
+            }
+            cursors
+        }));
+    }
+    let mut batches = Vec::new();
+    for task in tasks {
+        let done = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("no deadlock")
+            .unwrap();
+        batches.extend(done);
+    }
+    let total = 8 * 25 * 2;
+    let from_h1 = take(&mut live, total).await;
+    let mut from_h2 = h2.subscribe(None).await.unwrap();
+    let from_h2 = take(&mut from_h2, total).await;
+    assert_eq!(from_h1, from_h2);
+    let unique: HashSet<Bytes> = from_h1.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(unique.len(), total);
+    // The two records of each call are adjacent.
+    for cursors in batches {
+        let i = from_h1.iter().position(|r| r.cursor == cursors[0]).unwrap();
+        assert_eq!(from_h1[i + 1].cursor, cursors[1]);
+    }
+    assert!(inspect::read_all(dir.path()).unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn closing_ends_subscriptions_and_refuses_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    s.append(vec![b("a")]).await.unwrap();
+    let mut sub = s.subscribe(None).await.unwrap();
+    take(&mut sub, 1).await;
+    let waiting = tokio::spawn(async move { sub.next().await });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    s.close();
+    let end = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    assert!(matches!(s.append(vec![b("b")]).await, Err(StreamError::Closed)));
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_ends_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open(dir.path()).await.unwrap();
+    let mut sub = s.subscribe(None).await.unwrap();
+    let waiting = tokio::spawn(async move { sub.next().await });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    drop(s);
+    let end = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    assert!(matches!(end, Ok(None)), "{end:?}");
+}
+
+#[tokio::test]
+async fn a_cancelled_next_loses_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open_with(fast(dir.path())).await.unwrap();
+    let mut sub = s.subscribe(None).await.unwrap();
+    let mut expected = Vec::new();
+    let mut got = Vec::new();
+    for i in 0..60 {
+        // Cancel next() again and again, at whatever point it has reached,
+        // while appends land.
+        let wait = Duration::from_micros(50 * (i % 7));
+        if let Ok(result) = tokio::time::timeout(wait, sub.next()).await {
+            got.push(result.unwrap().unwrap().payload);
+        }
+        let p = b(&format!("r{i}"));
+        expected.push(p.clone());
+        s.append(vec![p]).await.unwrap();
+    }
+    let rest = take(&mut sub, expected.len() - got.len()).await;
+    got.extend(payloads(&rest));
+    assert_eq!(got, expected);
+    assert_quiet(&mut sub, Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn a_config_whose_record_limit_does_not_fit_a_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = FileStream::open_with(
+        FileStreamConfig::new(dir.path())
+            .with_segment_size(100)
+            .with_max_record_size(100),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, FileStreamError::InvalidConfig(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_journal_missing_its_first_segment_is_truncated_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = FileStreamConfig::new(dir.path()).with_max_record_size(64).with_segment_size(256);
+    let s = FileStream::open_with(config.clone()).await.unwrap();
+    let batch: Vec<Bytes> = (0..20).map(|i| b(&format!("{i:040}"))).collect();
+    s.append(batch).await.unwrap();
+    drop(s);
+    std::fs::remove_file(segment_file(dir.path(), 0)).unwrap();
+    let s = FileStream::open_with(config).await.unwrap();
+    let err = s.subscribe(None).await.unwrap_err();
+    assert!(matches!(err, StreamError::HistoryTruncated { .. }), "{err}");
+}
