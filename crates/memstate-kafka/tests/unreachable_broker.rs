@@ -6,6 +6,7 @@ use memstate_core::StreamError;
 use memstate_kafka::{KafkaConfig, KafkaStream};
 
 /// A port on 127.0.0.1 that nothing listens on: bound, then released.
+#[allow(clippy::unwrap_used)] // test helper: a machine that cannot bind is broken
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
