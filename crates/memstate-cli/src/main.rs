@@ -1,1 +1,79 @@
-fn main() {}
+//! The `memstate` command: demo, inspect, conformance.
+
+mod backend;
+mod bank;
+mod conformance;
+mod demo;
+mod inspect;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// memstate: an in-memory state machine replicated through a stream.
+#[derive(Debug, Parser)]
+#[command(name = "memstate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Several nodes share one stream, write concurrently, converge.
+    Demo(demo::DemoArgs),
+    /// Print a file journal's records as decoded envelopes (JSON lines).
+    Inspect(inspect::InspectArgs),
+    /// Run the shared conformance suite against a backend.
+    Conformance(conformance::ConformanceArgs),
+}
+
+/// Errors the command reports before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Engine(#[from] memstate_core::Error),
+    #[error("{0}")]
+    Backend(String),
+    #[error("{0}")]
+    Demo(String),
+    #[error("I/O error: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("memstate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Inspect(args) => inspect::run(&args),
+            Command::Conformance(args) => conformance::run(args).await,
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("memstate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

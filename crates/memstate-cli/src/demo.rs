@@ -1,0 +1,230 @@
+//! `memstate demo`: several nodes share one stream, write concurrently, and
+//! converge on the same state.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use memstate_core::{Consistency, Engine, EngineBuilder, ExecuteError};
+
+use crate::CliError;
+use crate::backend::BackendArgs;
+use crate::bank::{Bank, BankCommand, BankError};
+use crate::stats::{Latency, ms};
+
+/// Runs a bank on several nodes sharing one stream.
+///
+/// Every node opens its own client of the stream (on the file journal: its
+/// own file handles and lock, as a separate process would), opens the
+/// accounts, then all nodes drive random transfers at once. At the end each
+/// node's state hash is printed: they must all be equal, and the money total
+/// must be what was deposited.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Number of nodes (engines) sharing the stream.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: u16,
+    /// Number of accounts.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..))]
+    pub accounts: u32,
+    /// Initial balance of each account.
+    #[arg(long, default_value_t = 10_000)]
+    pub initial: u64,
+    /// Total number of transfers, spread over the nodes.
+    #[arg(long, default_value_t = 30_000)]
+    pub transfers: u64,
+    /// Transfers in flight at once on each node (callers waiting on execute).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// Largest transfer amount (amounts are uniform in 1..=max).
+    #[arg(long, default_value_t = 500)]
+    pub max_amount: u64,
+    /// Seed of the transfer generator.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print no progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+struct Lane {
+    latencies: Vec<Duration>,
+    refused: u64,
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Runs the demo; `Ok(false)` when the nodes disagree or money was not conserved.
+pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
+    let opened = args.backend.open().await?;
+    println!(
+        "memstate demo: {} nodes on {}",
+        args.nodes, opened.description
+    );
+    let mut nodes: Vec<Engine<Bank>> = Vec::new();
+    for i in 0..args.nodes {
+        let stream = opened.client().await?;
+        let engine = EngineBuilder::with_shared_stream(Bank::default(), stream)
+            .node_id(format!("node-{i}"))
+            .start()
+            .await?;
+        nodes.push(engine);
+    }
+
+    println!(
+        "opening {} accounts with {} each...",
+        args.accounts, args.initial
+    );
+    let mut opens = Vec::new();
+    for a in 0..args.accounts {
+        let node = nodes[a as usize % nodes.len()].clone();
+        let initial = args.initial;
+        opens.push(tokio::spawn(async move {
+            node.execute(BankCommand::Open {
+                account: account(a),
+                initial,
+            })
+            .await
+        }));
+    }
+    for o in opens {
+        match o
+            .await
+            .map_err(|e| CliError::Demo(format!("an open task failed: {e}")))?
+        {
+            Ok(_)
+            | Err(ExecuteError::Rejected {
+                error: BankError::AccountExists(_),
+                ..
+            }) => {}
+            Err(e) => return Err(CliError::Demo(format!("opening accounts failed: {e}"))),
+        }
+    }
+
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.transfers)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} transfers [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .map_err(|e| CliError::Demo(e.to_string()))?
+        .progress_chars("=> "),
+    );
+    let lanes_total = u64::from(args.nodes) * u64::from(args.concurrency);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for lane in 0..lanes_total {
+        let node = nodes[(lane % u64::from(args.nodes)) as usize].clone();
+        let count = args.transfers / lanes_total + u64::from(lane < args.transfers % lanes_total);
+        let bar = bar.clone();
+        let (accounts, max_amount) = (args.accounts, args.max_amount.max(1));
+        let mut rng = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (lane + 1);
+        tasks.push(tokio::spawn(async move {
+            let mut out = Lane {
+                latencies: Vec::with_capacity(count as usize),
+                refused: 0,
+            };
+            for _ in 0..count {
+                let from = xorshift(&mut rng) % u64::from(accounts);
+                let to =
+                    (from + 1 + xorshift(&mut rng) % u64::from(accounts - 1)) % u64::from(accounts);
+                let amount = 1 + xorshift(&mut rng) % max_amount;
+                let cmd = BankCommand::Transfer {
+                    from: account(from as u32),
+                    to: account(to as u32),
+                    amount,
+                };
+                let t = Instant::now();
+                match node.execute(cmd).await {
+                    Ok(_) => {}
+                    Err(ExecuteError::Rejected { .. }) => out.refused += 1,
+                    Err(e) => return Err(CliError::Demo(format!("a transfer failed: {e}"))),
+                }
+                out.latencies.push(t.elapsed());
+                bar.inc(1);
+            }
+            Ok(out)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(args.transfers as usize);
+    let mut refused = 0;
+    for t in tasks {
+        let lane = t
+            .await
+            .map_err(|e| CliError::Demo(format!("a transfer task failed: {e}")))??;
+        latencies.extend(lane.latencies);
+        refused += lane.refused;
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+
+    let done = latencies.len() as u64;
+    println!(
+        "{done} transfers in {:.2} s: {} applied, {refused} refused (insufficient funds)",
+        elapsed.as_secs_f64(),
+        done - refused
+    );
+    if let Some(l) = Latency::of(&mut latencies) {
+        println!(
+            "throughput {:.0} commands/s; execute latency p50 {}, p99 {}, max {}",
+            done as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.max)
+        );
+    }
+
+    let expected_total = u128::from(args.accounts) * u128::from(args.initial);
+    let mut hashes = Vec::new();
+    let mut ok = true;
+    for node in &nodes {
+        let (hash, total, len) = node
+            .query(Consistency::Linearizable, |b| {
+                (b.state_hash(), b.total(), b.len())
+            })
+            .await?;
+        let stats = node.stats();
+        println!(
+            "{:<8} applied index {:>8}  state hash {hash:016x}  accounts {len}  total {total}",
+            stats.node_id.to_string(),
+            stats.applied_index
+        );
+        ok &= total == expected_total;
+        hashes.push(hash);
+    }
+    let agree = hashes.windows(2).all(|w| w[0] == w[1]);
+    println!(
+        "all nodes agree: {}; money conserved: {} (expected {expected_total})",
+        if agree { "yes" } else { "NO" },
+        if ok { "yes" } else { "NO" }
+    );
+    if let Some(first) = nodes.first() {
+        let s = first.stats();
+        let records = s.cursor.map(|c| c.to_string()).unwrap_or_default();
+        println!(
+            "last record {records}; {} envelopes applied per node",
+            s.applied_index
+        );
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+    if args.backend.dir.is_none() {
+        println!("(the journal was in a temporary directory; pass --dir DIR to keep it)");
+    }
+    Ok(agree && ok)
+}
+
+fn account(i: u32) -> String {
+    format!("acct-{i:05}")
+}
