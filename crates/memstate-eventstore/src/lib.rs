@@ -1,1 +1,16 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod container;
+
+mod config;
+mod connection;
+mod cursor;
+mod error;
+mod event;
+mod stream;
+mod subscription;
+
+pub use config::{EventStoreConfig, SERVER_MAX_APPEND_SIZE_CEILING, SERVER_MAX_EVENT_SIZE};
+pub use error::EventStoreError;
+pub use stream::EventStoreStream;
+pub use subscription::EventStoreSubscription;

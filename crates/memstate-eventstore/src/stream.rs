@@ -1,0 +1,367 @@
+//! [`EventStoreStream`]: the [`Stream`] implementation.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::FutureExt;
+use kurrentdb::{
+    AppendToStreamOptions, Client, ClientSettings, ReadStreamOptions, StreamPosition, StreamState,
+};
+use memstate_core::{Capabilities, Cursor, Stream, StreamError, Subscription};
+use parking_lot::Mutex;
+
+use crate::config::EventStoreConfig;
+use crate::connection;
+use crate::cursor;
+use crate::error::{self, ErrorContext, EventStoreError, Operation};
+use crate::event;
+use crate::subscription::EventStoreSubscription;
+
+/// A memstate [`Stream`] stored as one EventStoreDB / KurrentDB stream.
+///
+/// Every record is one event (type `memstate.frame` by default, content type
+/// JSON when the payload is JSON); the cursor is the event's stream revision.
+/// Clones share one client.
+///
+/// # Examples
+///
+/// ```no_run
+/// use bytes::Bytes;
+/// use memstate_core::Stream;
+/// use memstate_eventstore::{EventStoreConfig, EventStoreStream};
+///
+/// # async fn demo() -> Result<(), memstate_core::StreamError> {
+/// let config = EventStoreConfig::new("kurrentdb://localhost:2113?tls=false", "orders");
+/// let stream = EventStoreStream::connect(config).await?;
+/// let cursors = stream.append(vec![Bytes::from_static(br#"{"hello":1}"#)]).await?;
+/// let mut subscription = stream.subscribe(None).await?;
+/// let first = subscription.next().await?;
+/// assert_eq!(first.map(|r| r.cursor), cursors.first().cloned());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct EventStoreStream {
+    shared: Arc<Shared>,
+}
+
+/// What the stream and its subscriptions share.
+pub(crate) struct Shared {
+    pub(crate) config: EventStoreConfig,
+    settings: ClientSettings,
+    pub(crate) endpoint: String,
+    slot: Mutex<ClientSlot>,
+}
+
+/// The current client. The client's connection task ends for good after a
+/// failed connection attempt (every later call then fails with
+/// `ConnectionClosed`), and may hang in cluster discovery, so a client that
+/// failed that way is replaced; `generation` makes concurrent callers replace
+/// it once.
+struct ClientSlot {
+    generation: u64,
+    client: Client,
+}
+
+impl Shared {
+    pub(crate) fn context(&self) -> ErrorContext<'_> {
+        ErrorContext {
+            stream: &self.config.stream_name,
+            endpoint: &self.endpoint,
+            timeout: self.config.operation_timeout,
+        }
+    }
+
+    pub(crate) fn current_client(&self) -> (u64, Client) {
+        let slot = self.slot.lock();
+        (slot.generation, slot.client.clone())
+    }
+
+    /// Replaces the client of `generation` with a new one, unless another
+    /// caller already did.
+    pub(crate) fn replace_client(&self, generation: u64) {
+        if self.slot.lock().generation != generation {
+            return;
+        }
+        // Built outside the lock: creating a client reads certificates.
+        match build_client(&self.settings) {
+            Ok(client) => {
+                let mut slot = self.slot.lock();
+                if slot.generation == generation {
+                    slot.client = client;
+                    slot.generation += 1;
+                    tracing::debug!(endpoint = %self.endpoint, "replaced the KurrentDB client");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not replace the KurrentDB client; keeping the old one");
+            }
+        }
+    }
+
+    /// Runs one client call under the operation timeout, catching client
+    /// panics, replacing a dead client, and sending again once when the
+    /// request certainly changed nothing.
+    pub(crate) async fn run<T, F, Fut>(&self, op: Operation, call: F) -> Result<T, StreamError>
+    where
+        F: Fn(Client) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<T, kurrentdb::Error>> + Send,
+        T: Send,
+    {
+        let deadline = tokio::time::Instant::now() + self.config.operation_timeout;
+        let mut sent_again = false;
+        loop {
+            let (generation, client) = self.current_client();
+            let attempt = AssertUnwindSafe(call(client)).catch_unwind();
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Err(_elapsed) => {
+                    // The client may be stuck in discovery; start afresh next time.
+                    self.replace_client(generation);
+                    return Err(error::timed_out(&op, &self.context()));
+                }
+                Ok(Err(panic)) => {
+                    self.replace_client(generation);
+                    return Err(error::panicked(panic.as_ref(), &op, &self.context()));
+                }
+                Ok(Ok(Ok(value))) => return Ok(value),
+                Ok(Ok(Err(failure))) => {
+                    if error::client_is_dead(&failure) {
+                        self.replace_client(generation);
+                    }
+                    if !sent_again && error::retry_is_safe(&failure) {
+                        sent_again = true;
+                        tracing::debug!(error = %failure, "sending the request once more");
+                        continue;
+                    }
+                    return Err(error::map_client_error(failure, &op, &self.context()));
+                }
+            }
+        }
+    }
+}
+
+/// Creates a client without panicking: outside a runtime `Client::new`
+/// panics, and the client unwraps a few things (e.g. a bad `tlsCAFile`).
+fn build_client(settings: &ClientSettings) -> Result<Client, EventStoreError> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| EventStoreError::NoRuntime)?;
+    let settings = settings.clone();
+    match std::panic::catch_unwind(AssertUnwindSafe(move || {
+        Client::with_runtime_handle(handle, settings)
+    })) {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(report)) => Err(EventStoreError::ClientInit(report.to_string())),
+        Err(_) => Err(EventStoreError::ClientInit(
+            "the client panicked while starting (check tlsCAFile, userCertFile, userKeyFile)"
+                .to_owned(),
+        )),
+    }
+}
+
+impl EventStoreStream {
+    /// Validates `config`, creates the client and connects to the server
+    /// (within [`EventStoreConfig::operation_timeout`]), so that a wrong
+    /// address or a stopped server is reported here.
+    ///
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Backend`] whose source is an [`EventStoreError`]: an
+    /// invalid connection string or configuration, no runtime, or an
+    /// unreachable server ([`EventStoreError::Unreachable`]);
+    /// [`StreamError::Timeout`] when connecting took longer than the
+    /// operation timeout.
+    pub async fn connect(config: EventStoreConfig) -> Result<Self, StreamError> {
+        let stream = Self::connect_lazy(config)?;
+        stream
+            .shared
+            .run(Operation::Connect, |client| async move {
+                client.server_info().await.map(|_| ())
+            })
+            .await?;
+        Ok(stream)
+    }
+
+    /// Validates `config` and creates the client without contacting the
+    /// server; the first operation connects. For processes that must start
+    /// while the database is still down.
+    ///
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Backend`] whose source is an [`EventStoreError`]: an
+    /// invalid connection string or configuration, or no runtime.
+    pub fn connect_lazy(config: EventStoreConfig) -> Result<Self, StreamError> {
+        config.validate()?;
+        let settings = connection::parse(&config.connection_string)?;
+        let endpoint = connection::describe(&settings);
+        let client = build_client(&settings)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                settings,
+                endpoint,
+                slot: Mutex::new(ClientSlot {
+                    generation: 0,
+                    client,
+                }),
+            }),
+        })
+    }
+
+    /// The configuration this stream was opened with.
+    pub fn config(&self) -> &EventStoreConfig {
+        &self.shared.config
+    }
+
+    /// Appends `records` in one `append_to_stream` call (atomic and contiguous
+    /// in EventStoreDB) with the given expected state.
+    async fn append_with(
+        &self,
+        records: Vec<Bytes>,
+        state: StreamState,
+        op: Operation,
+    ) -> Result<Vec<Cursor>, StreamError> {
+        let config = &self.shared.config;
+        self.capabilities().check_sizes(&records)?;
+        let total = records.iter().fold(0usize, |sum, r| {
+            sum.saturating_add(event::size_on_disk(r.len(), &config.event_type))
+        });
+        if total > config.max_append_size {
+            return Err(StreamError::RecordTooLarge {
+                size: total,
+                limit: config.max_append_size,
+            });
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = records.len();
+        let events: Vec<_> = records
+            .into_iter()
+            .map(|payload| event::to_event_data(payload, &config.event_type))
+            .collect();
+        let options = AppendToStreamOptions::default()
+            .stream_state(state)
+            .deadline(config.operation_timeout);
+        let name = config.stream_name.clone();
+        let written = self
+            .shared
+            .run(op, |client| {
+                let (events, options, name) = (events.clone(), options.clone(), name.clone());
+                async move { client.append_to_stream(name, &options, events).await }
+            })
+            .await?;
+        // The server answers with the revision of the last event written; the
+        // call's events are the `count` revisions ending there.
+        let last = written.next_expected_version;
+        let first = last
+            .checked_sub((count - 1) as u64)
+            .ok_or_else(|| StreamError::Corrupt {
+                location: format!("append response for stream {:?}", config.stream_name),
+                reason: format!("revision {last} after appending {count} events"),
+            })?;
+        Ok((first..=last).map(cursor::encode).collect())
+    }
+}
+
+#[async_trait]
+impl Stream for EventStoreStream {
+    fn describe(&self) -> String {
+        format!(
+            "eventstore stream {:?} at {}",
+            self.shared.config.stream_name, self.shared.endpoint
+        )
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(self.shared.config.max_record_size)
+            .with_exact_head(true)
+            .with_optimistic_append(true)
+    }
+
+    /// Appends with `StreamState::Any`: several writers may append; the
+    /// server orders them.
+    async fn append(&self, records: Vec<Bytes>) -> Result<Vec<Cursor>, StreamError> {
+        self.append_with(records, StreamState::Any, Operation::Append)
+            .await
+    }
+
+    /// Appends only if the stream's last revision is `expected` (`None`: the
+    /// stream does not exist yet).
+    async fn append_expecting(
+        &self,
+        records: Vec<Bytes>,
+        expected: Option<Cursor>,
+    ) -> Result<Vec<Cursor>, StreamError> {
+        let state = match &expected {
+            None => StreamState::NoStream,
+            Some(cursor) => StreamState::StreamRevision(cursor::decode(cursor)?),
+        };
+        self.append_with(records, state, Operation::AppendExpecting(expected))
+            .await
+    }
+
+    async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {
+        let after = after.as_ref().map(cursor::decode).transpose()?;
+        let subscription = EventStoreSubscription::open(Arc::clone(&self.shared), after).await?;
+        Ok(Box::new(subscription))
+    }
+
+    /// Reads the last event (backwards, one event) from the leader.
+    async fn head(&self) -> Result<Option<Cursor>, StreamError> {
+        let config = &self.shared.config;
+        // From the leader: a follower may not have the last write yet, and
+        // the head must be exact.
+        let options = ReadStreamOptions::default()
+            .position(StreamPosition::End)
+            .backwards()
+            .max_count(1)
+            .requires_leader(true)
+            .deadline(config.operation_timeout);
+        let name = config.stream_name.clone();
+        let revision = self
+            .shared
+            .run(Operation::Head, |client| {
+                let (options, name) = (options.clone(), name.clone());
+                async move {
+                    let mut read = match client.read_stream(name, &options).await {
+                        Err(kurrentdb::Error::ResourceNotFound) => return Ok(None),
+                        other => other?,
+                    };
+                    match read.next().await {
+                        Ok(Some(last)) => match last.link.as_ref().or(last.event.as_ref()) {
+                            Some(recorded) => Ok(Some(recorded.revision)),
+                            None => Err(kurrentdb::Error::InternalParsingError(
+                                "the server sent a read response without an event".to_owned(),
+                            )),
+                        },
+                        Ok(None) | Err(kurrentdb::Error::ResourceNotFound) => Ok(None),
+                        Err(other) => Err(other),
+                    }
+                }
+            })
+            .await?;
+        Ok(revision.map(cursor::encode))
+    }
+
+    fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {
+        cursor::compare(a, b)
+    }
+}
+
+impl fmt::Debug for EventStoreStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStoreStream")
+            .field("stream_name", &self.shared.config.stream_name)
+            .field("endpoint", &self.shared.endpoint)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
