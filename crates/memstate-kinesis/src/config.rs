@@ -4,10 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_kinesis::Client;
 use memstate_core::StreamError;
 
 use crate::error::misconfigured;
@@ -64,7 +64,10 @@ impl fmt::Debug for KinesisCredentials {
                 .debug_struct("Static")
                 .field("access_key_id", access_key_id)
                 .field("secret_access_key", &"<redacted>")
-                .field("session_token", &session_token.as_ref().map(|_| "<redacted>"))
+                .field(
+                    "session_token",
+                    &session_token.as_ref().map(|_| "<redacted>"),
+                )
                 .finish(),
         }
     }
@@ -168,7 +171,9 @@ impl KinesisConfig {
     /// `MEMSTATE_KINESIS_ENDPOINT` ([`ENDPOINT_ENV`]), or `None` when it is
     /// unset or empty.
     pub fn emulator_from_env(stream_name: impl Into<String>) -> Option<Self> {
-        let endpoint = std::env::var(ENDPOINT_ENV).ok().filter(|e| !e.trim().is_empty())?;
+        let endpoint = std::env::var(ENDPOINT_ENV)
+            .ok()
+            .filter(|e| !e.trim().is_empty())?;
         Some(Self::emulator(endpoint.trim(), stream_name))
     }
 
@@ -245,7 +250,10 @@ impl KinesisConfig {
                 ),
             ));
         }
-        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() || self.create_timeout.is_zero() {
+        if self.request_timeout.is_zero()
+            || self.connect_timeout.is_zero()
+            || self.create_timeout.is_zero()
+        {
             return Err(misconfigured(name, "timeouts must be above zero"));
         }
         Ok(())
@@ -316,7 +324,9 @@ impl KinesisConfig {
                 aws_sdk_kinesis::config::Builder::from(&shared)
             }
         };
-        let mut builder = builder.timeout_config(timeouts).retry_config(RetryConfig::standard());
+        let mut builder = builder
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard());
         if let Some(endpoint) = &self.endpoint_url {
             builder = builder.endpoint_url(endpoint.clone());
         }
@@ -334,13 +344,21 @@ mod tests {
             let err = KinesisConfig::new(bad).validate().unwrap_err();
             assert!(matches!(err, StreamError::Misconfigured { .. }), "{bad:?}");
         }
-        assert!(KinesisConfig::new("memstate.orders_v1-test").validate().is_ok());
+        assert!(
+            KinesisConfig::new("memstate.orders_v1-test")
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
     fn inverted_poll_interval_is_refused() {
-        let config = KinesisConfig::new("s").with_poll_interval(Duration::from_secs(2), Duration::from_secs(1));
-        assert!(matches!(config.validate(), Err(StreamError::Misconfigured { .. })));
+        let config = KinesisConfig::new("s")
+            .with_poll_interval(Duration::from_secs(2), Duration::from_secs(1));
+        assert!(matches!(
+            config.validate(),
+            Err(StreamError::Misconfigured { .. })
+        ));
     }
 
     #[test]

@@ -21,13 +21,19 @@ pub(crate) fn sequence_number(cursor: &Cursor) -> Result<&str, StreamError> {
         reason: reason.to_owned(),
     };
     if s.is_empty() {
-        return Err(invalid("a Kinesis cursor is a sequence number and cannot be empty"));
+        return Err(invalid(
+            "a Kinesis cursor is a sequence number and cannot be empty",
+        ));
     }
     if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("a Kinesis cursor is a sequence number: decimal digits only"));
+        return Err(invalid(
+            "a Kinesis cursor is a sequence number: decimal digits only",
+        ));
     }
     if s.len() > MAX_DIGITS {
-        return Err(invalid("longer than any Kinesis sequence number (129 digits)"));
+        return Err(invalid(
+            "longer than any Kinesis sequence number (129 digits)",
+        ));
     }
     Ok(s)
 }
@@ -41,7 +47,10 @@ pub(crate) fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
 
 /// Orders two cursors of a Kinesis stream.
 pub(crate) fn compare(a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {
-    Ok(compare_sequence_numbers(sequence_number(a)?, sequence_number(b)?))
+    Ok(compare_sequence_numbers(
+        sequence_number(a)?,
+        sequence_number(b)?,
+    ))
 }
 
 #[cfg(test)]
@@ -62,7 +71,10 @@ mod tests {
     fn sequence_numbers_beyond_u128_compare_numerically() {
         let a = "49651234567890123456789012345678901234567890123456789012";
         let b = "49651234567890123456789012345678901234567890123456789013";
-        assert!(a.parse::<u128>().is_err(), "the test needs a number wider than u128");
+        assert!(
+            a.parse::<u128>().is_err(),
+            "the test needs a number wider than u128"
+        );
         assert_eq!(compare(&c(a), &c(b)).unwrap(), Ordering::Less);
         assert_eq!(compare(&c(b), &c(a)).unwrap(), Ordering::Greater);
         assert_eq!(compare(&c(a), &c(a)).unwrap(), Ordering::Equal);

@@ -107,7 +107,11 @@ pub enum KinesisError {
 impl KinesisError {
     /// Classifies an SDK error from `operation`; `timeout` is the configured
     /// request timeout, reported when the SDK gave up waiting.
-    pub(crate) fn from_sdk<E, R>(operation: &'static str, timeout: Duration, err: SdkError<E, R>) -> Self
+    pub(crate) fn from_sdk<E, R>(
+        operation: &'static str,
+        timeout: Duration,
+        err: SdkError<E, R>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
@@ -141,23 +145,28 @@ impl KinesisError {
                     message,
                     source: Box::new(err),
                 },
-                Some("ProvisionedThroughputExceededException" | "LimitExceededException") => Self::Throttled {
-                    operation,
-                    message,
-                    source: Box::new(err),
-                },
-                Some("ExpiredIteratorException") => Self::IteratorExpired {
-                    operation,
-                    source: Box::new(err),
-                },
-                // A server-side failure may have happened after the write.
-                Some("InternalFailureException" | "ServiceUnavailable" | "ServiceUnavailableException") | None => {
-                    Self::Unanswered {
+                Some("ProvisionedThroughputExceededException" | "LimitExceededException") => {
+                    Self::Throttled {
                         operation,
                         message,
                         source: Box::new(err),
                     }
                 }
+                Some("ExpiredIteratorException") => Self::IteratorExpired {
+                    operation,
+                    source: Box::new(err),
+                },
+                // A server-side failure may have happened after the write.
+                Some(
+                    "InternalFailureException"
+                    | "ServiceUnavailable"
+                    | "ServiceUnavailableException",
+                )
+                | None => Self::Unanswered {
+                    operation,
+                    message,
+                    source: Box::new(err),
+                },
                 Some(code) => Self::Refused {
                     operation,
                     code: code.to_owned(),
@@ -183,7 +192,9 @@ impl KinesisError {
     pub(crate) fn into_read_error(self, name: &str) -> StreamError {
         match self {
             Self::StreamNotFound { message, .. } => not_found(name, &message),
-            Self::TimedOut { operation, after, .. } => StreamError::Timeout {
+            Self::TimedOut {
+                operation, after, ..
+            } => StreamError::Timeout {
                 action: format!("waiting for Kinesis {operation} on stream {name:?}"),
                 after,
             },

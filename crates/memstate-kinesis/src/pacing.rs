@@ -40,7 +40,11 @@ impl Pacer {
 
     /// After a successful call that returned `records` records with the
     /// consumer `millis_behind_latest` behind the tip.
-    pub(crate) fn after_records(&mut self, records: usize, millis_behind_latest: Option<i64>) -> Duration {
+    pub(crate) fn after_records(
+        &mut self,
+        records: usize,
+        millis_behind_latest: Option<i64>,
+    ) -> Duration {
         self.throttled = None;
         if millis_behind_latest.is_some_and(|behind| behind > 0) {
             // More is already there: read it now; throttling will say if too fast.
@@ -99,7 +103,9 @@ mod tests {
         let pauses: Vec<_> = (0..5).map(|_| p.after_records(0, Some(0))).collect();
         assert_eq!(
             pauses,
-            [200, 400, 800, 1000, 1000].map(Duration::from_millis).to_vec()
+            [200, 400, 800, 1000, 1000]
+                .map(Duration::from_millis)
+                .to_vec()
         );
         assert_eq!(p.after_records(1, Some(0)), MIN);
         assert_eq!(p.after_records(0, Some(0)), MIN);
@@ -111,7 +117,11 @@ mod tests {
         let mut base = Duration::from_millis(200);
         for _ in 0..10 {
             let pause = p.after_throttle();
-            assert!(pause >= base / 2 && pause <= base, "{pause:?} outside [{:?}, {base:?}]", base / 2);
+            assert!(
+                pause >= base / 2 && pause <= base,
+                "{pause:?} outside [{:?}, {base:?}]",
+                base / 2
+            );
             base = (base * 2).min(THROTTLE_CAP);
         }
         // Success ends the backoff.

@@ -155,12 +155,17 @@ impl KinesisStream {
         Ok(())
     }
 
-    fn read_error<E, R>(&self, operation: &'static str, err: aws_sdk_kinesis::error::SdkError<E, R>) -> StreamError
+    fn read_error<E, R>(
+        &self,
+        operation: &'static str,
+        err: aws_sdk_kinesis::error::SdkError<E, R>,
+    ) -> StreamError
     where
         E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: fmt::Debug + Send + Sync + 'static,
     {
-        KinesisError::from_sdk(operation, self.inner.config.request_timeout, err).into_read_error(self.stream_name())
+        KinesisError::from_sdk(operation, self.inner.config.request_timeout, err)
+            .into_read_error(self.stream_name())
     }
 
     /// Writes one record; `after` chains it behind the previous record of the
@@ -178,7 +183,8 @@ impl KinesisStream {
             request = request.sequence_number_for_ordering(previous);
         }
         let output = request.send().await.map_err(|e| {
-            KinesisError::from_sdk("PutRecord", self.inner.config.request_timeout, e).into_write_error(name)
+            KinesisError::from_sdk("PutRecord", self.inner.config.request_timeout, e)
+                .into_write_error(name)
         })?;
         if output.shard_id() != self.inner.shard_id {
             return Err(misconfigured(
@@ -297,7 +303,12 @@ async fn ensure_active(client: &Client, config: &KinesisConfig) -> Result<(), St
     let mut created = false;
     let mut pause = Duration::from_millis(50);
     loop {
-        match client.describe_stream_summary().stream_name(name).send().await {
+        match client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+        {
             Ok(output) => {
                 let Some(summary) = output.stream_description_summary() else {
                     return Err(StreamError::backend(
@@ -331,7 +342,8 @@ async fn ensure_active(client: &Client, config: &KinesisConfig) -> Result<(), St
                 }
             }
             Err(err) => {
-                let err = KinesisError::from_sdk("DescribeStreamSummary", config.request_timeout, err);
+                let err =
+                    KinesisError::from_sdk("DescribeStreamSummary", config.request_timeout, err);
                 if !matches!(err, KinesisError::StreamNotFound { .. }) {
                     return Err(err.into_read_error(name));
                 }

@@ -75,7 +75,12 @@ impl fmt::Debug for KinesisSubscription {
 }
 
 impl KinesisSubscription {
-    pub(crate) fn new(client: Client, config: KinesisConfig, shard_id: String, start: Start) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        config: KinesisConfig,
+        shard_id: String,
+        start: Start,
+    ) -> Self {
         let pacer = Pacer::new(config.min_poll_interval, config.max_poll_interval);
         Self {
             client,
@@ -117,10 +122,15 @@ impl KinesisSubscription {
         let output = request.send().await.map_err(|e| {
             let err = KinesisError::from_sdk("GetShardIterator", self.config.request_timeout, e);
             match (&self.position, err.code()) {
-                (Position::VerifyAt(sequence), Some("InvalidArgumentException")) => StreamError::InvalidCursor {
-                    cursor: sequence.clone(),
-                    reason: format!("Kinesis refused it as a position in shard {}: {err}", self.shard_id),
-                },
+                (Position::VerifyAt(sequence), Some("InvalidArgumentException")) => {
+                    StreamError::InvalidCursor {
+                        cursor: sequence.clone(),
+                        reason: format!(
+                            "Kinesis refused it as a position in shard {}: {err}",
+                            self.shard_id
+                        ),
+                    }
+                }
                 _ => err.into_read_error(self.name()),
             }
         })?;
@@ -133,7 +143,10 @@ impl KinesisSubscription {
     /// Takes fetched records into the buffer: checks the cursor's record is
     /// still there, drops anything at or before the position (a re-acquired
     /// iterator must never repeat a record), and moves the position.
-    fn take_records(&mut self, records: Vec<aws_sdk_kinesis::types::Record>) -> Result<(), StreamError> {
+    fn take_records(
+        &mut self,
+        records: Vec<aws_sdk_kinesis::types::Record>,
+    ) -> Result<(), StreamError> {
         for record in records {
             let sequence = record.sequence_number;
             match &self.position {
@@ -143,9 +156,13 @@ impl KinesisSubscription {
                         self.position = Position::After(sequence);
                         continue;
                     }
-                    std::cmp::Ordering::Greater => return Err(self.truncated_error(cursor, &sequence)),
+                    std::cmp::Ordering::Greater => {
+                        return Err(self.truncated_error(cursor, &sequence));
+                    }
                 },
-                Position::After(last) if compare_sequence_numbers(&sequence, last).is_le() => continue,
+                Position::After(last) if compare_sequence_numbers(&sequence, last).is_le() => {
+                    continue;
+                }
                 _ => {}
             }
             self.position = Position::After(sequence.clone());
@@ -201,7 +218,12 @@ impl Subscription for KinesisSubscription {
                 Some(iterator) => iterator,
                 None => self.acquire_iterator().await?,
             };
-            let result = self.client.get_records().shard_iterator(&iterator).send().await;
+            let result = self
+                .client
+                .get_records()
+                .shard_iterator(&iterator)
+                .send()
+                .await;
             match result {
                 Ok(output) => {
                     self.consecutive_expiries = 0;
@@ -215,35 +237,37 @@ impl Subscription for KinesisSubscription {
                     }
                     self.next_call = Some(Instant::now() + self.pacer.after_records(count, behind));
                 }
-                Err(err) => match KinesisError::from_sdk("GetRecords", self.config.request_timeout, err) {
-                    KinesisError::IteratorExpired { source, .. } => {
-                        self.consecutive_expiries += 1;
-                        if self.consecutive_expiries > MAX_CONSECUTIVE_EXPIRIES {
-                            return Err(StreamError::backend(
-                                BACKEND,
-                                format!(
-                                    "reading stream {:?}: fresh shard iterators kept expiring (is the clock \
+                Err(err) => {
+                    match KinesisError::from_sdk("GetRecords", self.config.request_timeout, err) {
+                        KinesisError::IteratorExpired { source, .. } => {
+                            self.consecutive_expiries += 1;
+                            if self.consecutive_expiries > MAX_CONSECUTIVE_EXPIRIES {
+                                return Err(StreamError::backend(
+                                    BACKEND,
+                                    format!(
+                                        "reading stream {:?}: fresh shard iterators kept expiring (is the clock \
                                      right?)",
-                                    self.name()
-                                ),
-                                source,
-                            ));
+                                        self.name()
+                                    ),
+                                    source,
+                                ));
+                            }
+                            tracing::debug!(stream = %self.name(), position = ?self.position, "shard iterator expired; re-acquiring");
+                            self.next_call = None;
                         }
-                        tracing::debug!(stream = %self.name(), position = ?self.position, "shard iterator expired; re-acquiring");
-                        self.next_call = None;
+                        err @ KinesisError::Throttled { .. } => {
+                            let pause = self.pacer.after_throttle();
+                            tracing::debug!(stream = %self.name(), ?pause, error = %err, "GetRecords throttled; backing off");
+                            self.iterator = Some(iterator);
+                            self.next_call = Some(Instant::now() + pause);
+                        }
+                        err => {
+                            self.iterator = Some(iterator);
+                            self.next_call = Some(Instant::now() + self.config.min_poll_interval);
+                            return Err(err.into_read_error(self.name()));
+                        }
                     }
-                    err @ KinesisError::Throttled { .. } => {
-                        let pause = self.pacer.after_throttle();
-                        tracing::debug!(stream = %self.name(), ?pause, error = %err, "GetRecords throttled; backing off");
-                        self.iterator = Some(iterator);
-                        self.next_call = Some(Instant::now() + pause);
-                    }
-                    err => {
-                        self.iterator = Some(iterator);
-                        self.next_call = Some(Instant::now() + self.config.min_poll_interval);
-                        return Err(err.into_read_error(self.name()));
-                    }
-                },
+                }
             }
         }
     }

@@ -7,6 +7,9 @@
 //! so no credential or region provider (and no instance-metadata address) is
 //! ever consulted.
 
+// Test helpers outside #[test] functions fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
@@ -19,8 +22,8 @@ use aws_sdk_kinesis::operation::list_shards::ListShardsOutput;
 use aws_sdk_kinesis::operation::put_record::PutRecordOutput;
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::{
-    ChildShard, HashKeyRange, SequenceNumberRange, Shard, ShardIteratorType, StreamDescriptionSummary, StreamMode,
-    StreamModeDetails, StreamStatus,
+    ChildShard, HashKeyRange, SequenceNumberRange, Shard, ShardIteratorType,
+    StreamDescriptionSummary, StreamMode, StreamModeDetails, StreamStatus,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use bytes::Bytes;
@@ -35,14 +38,19 @@ const SEQ_2: &str = "49651234567890123456789012345678901234567890123456789002";
 const SEQ_3: &str = "49651234567890123456789012345678901234567890123456789003";
 
 fn config() -> KinesisConfig {
-    KinesisConfig::new(STREAM).with_poll_interval(Duration::from_millis(10), Duration::from_millis(40))
+    KinesisConfig::new(STREAM)
+        .with_poll_interval(Duration::from_millis(10), Duration::from_millis(40))
 }
 
 /// A client whose every call is answered by `rules`, with the SDK's own
 /// retries off so that the adapter's handling of each error is what is tested.
 fn client(rules: &[&Rule]) -> Client {
-    mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, rules.iter().copied(), |c| c
-        .retry_config(RetryConfig::disabled()))
+    mock_client!(
+        aws_sdk_kinesis,
+        RuleMode::MatchAny,
+        rules.iter().copied(),
+        |c| c.retry_config(RetryConfig::disabled())
+    )
 }
 
 /// A Kinesis error answer as it comes over the wire.
@@ -50,14 +58,25 @@ fn error_body(code: &str, message: &str) -> Option<String> {
     Some(format!(r#"{{"__type":"{code}","message":"{message}"}}"#))
 }
 
-fn summary(status: StreamStatus, mode: StreamMode, open_shards: i32) -> DescribeStreamSummaryOutput {
+fn summary(
+    status: StreamStatus,
+    mode: StreamMode,
+    open_shards: i32,
+) -> DescribeStreamSummaryOutput {
     DescribeStreamSummaryOutput::builder()
         .stream_description_summary(
             StreamDescriptionSummary::builder()
                 .stream_name(STREAM)
-                .stream_arn(format!("arn:aws:kinesis:us-east-1:000000000000:stream/{STREAM}"))
+                .stream_arn(format!(
+                    "arn:aws:kinesis:us-east-1:000000000000:stream/{STREAM}"
+                ))
                 .stream_status(status)
-                .stream_mode_details(StreamModeDetails::builder().stream_mode(mode).build().unwrap())
+                .stream_mode_details(
+                    StreamModeDetails::builder()
+                        .stream_mode(mode)
+                        .build()
+                        .unwrap(),
+                )
                 .retention_period_hours(24)
                 .stream_creation_timestamp(DateTime::from_secs(1_700_000_000))
                 .set_enhanced_monitoring(Some(vec![]))
@@ -86,7 +105,9 @@ fn shard(id: &str, parent: Option<&str>, ending: Option<&str>) -> Shard {
         )
         .sequence_number_range(
             SequenceNumberRange::builder()
-                .starting_sequence_number("49650000000000000000000000000000000000000000000000000000")
+                .starting_sequence_number(
+                    "49650000000000000000000000000000000000000000000000000000",
+                )
                 .set_ending_sequence_number(ending.map(str::to_owned))
                 .build()
                 .unwrap(),
@@ -96,7 +117,11 @@ fn shard(id: &str, parent: Option<&str>, ending: Option<&str>) -> Shard {
 }
 
 fn one_open_shard() -> Rule {
-    mock!(Client::list_shards).then_output(|| ListShardsOutput::builder().shards(shard(SHARD, None, None)).build())
+    mock!(Client::list_shards).then_output(|| {
+        ListShardsOutput::builder()
+            .shards(shard(SHARD, None, None))
+            .build()
+    })
 }
 
 fn record(sequence: &str, data: &str) -> aws_sdk_kinesis::types::Record {
@@ -142,11 +167,22 @@ async fn put_record_success_returns_the_sequence_number_as_the_cursor() {
                 && req.data().map(|d| d.as_ref()) == Some(b"frame-1".as_slice())
                 && req.sequence_number_for_ordering().is_none()
         })
-        .then_output(|| PutRecordOutput::builder().shard_id(SHARD).sequence_number(SEQ_1).build().unwrap());
+        .then_output(|| {
+            PutRecordOutput::builder()
+                .shard_id(SHARD)
+                .sequence_number(SEQ_1)
+                .build()
+                .unwrap()
+        });
     let (describe, list) = (active_stream(), one_open_shard());
-    let stream = KinesisStream::with_client(client(&[&describe, &list, &put]), config()).await.unwrap();
+    let stream = KinesisStream::with_client(client(&[&describe, &list, &put]), config())
+        .await
+        .unwrap();
 
-    let cursors = stream.append(vec![Bytes::from_static(b"frame-1")]).await.unwrap();
+    let cursors = stream
+        .append(vec![Bytes::from_static(b"frame-1")])
+        .await
+        .unwrap();
 
     assert_eq!(cursors, vec![Cursor::new(SEQ_1)]);
     assert_eq!(put.num_calls(), 1);
@@ -157,12 +193,25 @@ async fn put_record_success_returns_the_sequence_number_as_the_cursor() {
 async fn records_of_one_append_are_chained_in_order() {
     let first = mock!(Client::put_record)
         .match_requests(|req| req.sequence_number_for_ordering().is_none())
-        .then_output(|| PutRecordOutput::builder().shard_id(SHARD).sequence_number(SEQ_1).build().unwrap());
+        .then_output(|| {
+            PutRecordOutput::builder()
+                .shard_id(SHARD)
+                .sequence_number(SEQ_1)
+                .build()
+                .unwrap()
+        });
     let second = mock!(Client::put_record)
         .match_requests(|req| {
-            req.sequence_number_for_ordering() == Some(SEQ_1) && req.data().map(|d| d.as_ref()) == Some(b"b".as_slice())
+            req.sequence_number_for_ordering() == Some(SEQ_1)
+                && req.data().map(|d| d.as_ref()) == Some(b"b".as_slice())
         })
-        .then_output(|| PutRecordOutput::builder().shard_id(SHARD).sequence_number(SEQ_2).build().unwrap());
+        .then_output(|| {
+            PutRecordOutput::builder()
+                .shard_id(SHARD)
+                .sequence_number(SEQ_2)
+                .build()
+                .unwrap()
+        });
     let (describe, list) = (active_stream(), one_open_shard());
     let stream = KinesisStream::with_client(client(&[&describe, &list, &first, &second]), config())
         .await
@@ -179,13 +228,23 @@ async fn records_of_one_append_are_chained_in_order() {
 
 #[tokio::test]
 async fn oversized_record_is_refused_before_any_call() {
-    let put = mock!(Client::put_record)
-        .then_output(|| PutRecordOutput::builder().shard_id(SHARD).sequence_number(SEQ_1).build().unwrap());
+    let put = mock!(Client::put_record).then_output(|| {
+        PutRecordOutput::builder()
+            .shard_id(SHARD)
+            .sequence_number(SEQ_1)
+            .build()
+            .unwrap()
+    });
     let (describe, list) = (active_stream(), one_open_shard());
-    let stream = KinesisStream::with_client(client(&[&describe, &list, &put]), config()).await.unwrap();
+    let stream = KinesisStream::with_client(client(&[&describe, &list, &put]), config())
+        .await
+        .unwrap();
 
     let err = stream
-        .append(vec![Bytes::from_static(b"ok"), Bytes::from(vec![0u8; MAX_RECORD_SIZE + 1])])
+        .append(vec![
+            Bytes::from_static(b"ok"),
+            Bytes::from(vec![0u8; MAX_RECORD_SIZE + 1]),
+        ])
         .await
         .unwrap_err();
 
@@ -193,7 +252,11 @@ async fn oversized_record_is_refused_before_any_call() {
         matches!(err, StreamError::RecordTooLarge { size, limit } if size == MAX_RECORD_SIZE + 1 && limit == MAX_RECORD_SIZE),
         "{err:?}"
     );
-    assert_eq!(put.num_calls(), 0, "nothing may be sent, not even the small record");
+    assert_eq!(
+        put.num_calls(),
+        0,
+        "nothing may be sent, not even the small record"
+    );
     assert_eq!(stream.capabilities().max_record_size, 1024 * 1024 - 1);
     assert!(!stream.capabilities().exact_head);
 }
@@ -202,12 +265,20 @@ async fn oversized_record_is_refused_before_any_call() {
 async fn put_record_internal_failure_is_ambiguous() {
     let put = mock!(Client::put_record)
         .sequence()
-        .http_status(500, error_body("InternalFailureException", "Internal service failure."))
+        .http_status(
+            500,
+            error_body("InternalFailureException", "Internal service failure."),
+        )
         .build();
     let (describe, list) = (active_stream(), one_open_shard());
-    let stream = KinesisStream::with_client(client(&[&describe, &list, &put]), config()).await.unwrap();
+    let stream = KinesisStream::with_client(client(&[&describe, &list, &put]), config())
+        .await
+        .unwrap();
 
-    let err = stream.append(vec![Bytes::from_static(b"x")]).await.unwrap_err();
+    let err = stream
+        .append(vec![Bytes::from_static(b"x")])
+        .await
+        .unwrap_err();
 
     assert!(matches!(err, StreamError::Ambiguous { .. }), "{err:?}");
 }
@@ -222,9 +293,14 @@ async fn put_record_landing_in_another_shard_reports_resharding() {
             .unwrap()
     });
     let (describe, list) = (active_stream(), one_open_shard());
-    let stream = KinesisStream::with_client(client(&[&describe, &list, &put]), config()).await.unwrap();
+    let stream = KinesisStream::with_client(client(&[&describe, &list, &put]), config())
+        .await
+        .unwrap();
 
-    let err = stream.append(vec![Bytes::from_static(b"x")]).await.unwrap_err();
+    let err = stream
+        .append(vec![Bytes::from_static(b"x")])
+        .await
+        .unwrap_err();
 
     assert!(
         matches!(&err, StreamError::Misconfigured { reason, .. } if reason.contains("resharded")),
@@ -245,7 +321,9 @@ async fn missing_stream_is_not_found() {
         )
         .build();
 
-    let err = KinesisStream::with_client(client(&[&describe]), config()).await.unwrap_err();
+    let err = KinesisStream::with_client(client(&[&describe]), config())
+        .await
+        .unwrap_err();
 
     assert!(
         matches!(&err, StreamError::NotFound { name, reason } if name == STREAM && reason.contains("not found")),
@@ -265,7 +343,8 @@ async fn missing_stream_is_created_with_one_provisioned_shard_and_awaited() {
         .match_requests(|req| {
             req.stream_name() == Some(STREAM)
                 && req.shard_count() == Some(1)
-                && req.stream_mode_details().map(|m| m.stream_mode()) == Some(&StreamMode::Provisioned)
+                && req.stream_mode_details().map(|m| m.stream_mode())
+                    == Some(&StreamMode::Provisioned)
         })
         .then_output(|| CreateStreamOutput::builder().build());
     let list = one_open_shard();
@@ -287,7 +366,9 @@ async fn on_demand_stream_is_refused() {
     let describe = mock!(Client::describe_stream_summary)
         .then_output(|| summary(StreamStatus::Active, StreamMode::OnDemand, 4));
 
-    let err = KinesisStream::with_client(client(&[&describe]), config()).await.unwrap_err();
+    let err = KinesisStream::with_client(client(&[&describe]), config())
+        .await
+        .unwrap_err();
 
     assert!(
         matches!(&err, StreamError::Misconfigured { reason, .. } if reason.contains("on-demand")),
@@ -305,7 +386,9 @@ async fn stream_with_two_shards_is_refused_as_resharded() {
             .build()
     });
 
-    let err = KinesisStream::with_client(client(&[&describe, &list]), config()).await.unwrap_err();
+    let err = KinesisStream::with_client(client(&[&describe, &list]), config())
+        .await
+        .unwrap_err();
 
     assert!(
         matches!(&err, StreamError::Misconfigured { reason, .. } if reason.contains("exactly one shard")),
@@ -322,7 +405,9 @@ async fn child_shard_whose_parent_expired_is_refused() {
             .build()
     });
 
-    let err = KinesisStream::with_client(client(&[&describe, &list]), config()).await.unwrap_err();
+    let err = KinesisStream::with_client(client(&[&describe, &list]), config())
+        .await
+        .unwrap_err();
 
     assert!(
         matches!(&err, StreamError::Misconfigured { reason, .. } if reason.contains("child of shard")),
@@ -341,14 +426,20 @@ async fn throttled_reads_back_off_then_deliver_every_record_in_order() {
         .sequence()
         .http_status(
             400,
-            error_body("ProvisionedThroughputExceededException", "Rate exceeded for shard"),
+            error_body(
+                "ProvisionedThroughputExceededException",
+                "Rate exceeded for shard",
+            ),
         )
         .times(2)
         .output(|| records(&[(SEQ_1, "a"), (SEQ_2, "b")], Some("it-2"), 0))
         .build();
-    let stream = KinesisStream::with_client(client(&[&describe, &list, &get_iterator, &get_records]), config())
-        .await
-        .unwrap();
+    let stream = KinesisStream::with_client(
+        client(&[&describe, &list, &get_iterator, &get_records]),
+        config(),
+    )
+    .await
+    .unwrap();
     let started = tokio::time::Instant::now();
 
     let mut sub = stream.subscribe(None).await.unwrap();
@@ -357,10 +448,18 @@ async fn throttled_reads_back_off_then_deliver_every_record_in_order() {
 
     assert_eq!(first, (SEQ_1.to_owned(), "a".to_owned()));
     assert_eq!(second, (SEQ_2.to_owned(), "b".to_owned()));
-    assert_eq!(get_records.num_calls(), 3, "two throttled calls, then one that succeeds");
+    assert_eq!(
+        get_records.num_calls(),
+        3,
+        "two throttled calls, then one that succeeds"
+    );
     assert_eq!(get_iterator.num_calls(), 1, "throttling keeps the iterator");
     // Backoff after throttling: at least 100 ms, then at least 200 ms (jittered halves of 200 and 400).
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -383,7 +482,10 @@ async fn expired_iterator_is_reacquired_after_the_last_record_without_gap_or_dup
         .sequence()
         .http_status(
             400,
-            error_body("ExpiredIteratorException", "Iterator expired. The iterator was created at time X"),
+            error_body(
+                "ExpiredIteratorException",
+                "Iterator expired. The iterator was created at time X",
+            ),
         )
         .build();
     // The fresh iterator's batch repeats SEQ_2, as a careless resume would: it must be dropped.
@@ -391,7 +493,15 @@ async fn expired_iterator_is_reacquired_after_the_last_record_without_gap_or_dup
         .match_requests(|req| req.shard_iterator() == Some("it-3"))
         .then_output(|| records(&[(SEQ_2, "b"), (SEQ_3, "c")], Some("it-4"), 0));
     let stream = KinesisStream::with_client(
-        client(&[&describe, &list, &from_start, &after_second, &first_batch, &expired, &after_expiry]),
+        client(&[
+            &describe,
+            &list,
+            &from_start,
+            &after_second,
+            &first_batch,
+            &expired,
+            &after_expiry,
+        ]),
         config(),
     )
     .await
@@ -412,7 +522,11 @@ async fn expired_iterator_is_reacquired_after_the_last_record_without_gap_or_dup
         ]
     );
     assert_eq!(expired.num_calls(), 1);
-    assert_eq!(after_second.num_calls(), 1, "re-acquired AFTER_SEQUENCE_NUMBER the last record seen");
+    assert_eq!(
+        after_second.num_calls(),
+        1,
+        "re-acquired AFTER_SEQUENCE_NUMBER the last record seen"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -440,9 +554,12 @@ async fn closed_shard_delivers_its_records_then_reports_resharding() {
             .build()
             .unwrap()
     });
-    let stream = KinesisStream::with_client(client(&[&describe, &list, &get_iterator, &last_batch]), config())
-        .await
-        .unwrap();
+    let stream = KinesisStream::with_client(
+        client(&[&describe, &list, &get_iterator, &last_batch]),
+        config(),
+    )
+    .await
+    .unwrap();
 
     let mut sub = stream.subscribe(None).await.unwrap();
     let first = next_payload(&mut sub).await;
@@ -467,9 +584,10 @@ async fn subscribe_after_cursor_skips_the_cursor_record() {
         .then_output(|| iterator("it-1"));
     let batch = mock!(Client::get_records)
         .then_output(|| records(&[(SEQ_1, "a"), (SEQ_2, "b"), (SEQ_3, "c")], Some("it-2"), 0));
-    let stream = KinesisStream::with_client(client(&[&describe, &list, &at_cursor, &batch]), config())
-        .await
-        .unwrap();
+    let stream =
+        KinesisStream::with_client(client(&[&describe, &list, &at_cursor, &batch]), config())
+            .await
+            .unwrap();
 
     let mut sub = stream.subscribe(Some(Cursor::new(SEQ_1))).await.unwrap();
     let first = next_payload(&mut sub).await;
@@ -484,10 +602,12 @@ async fn subscribe_after_an_expired_cursor_reports_truncated_history() {
     let (describe, list) = (active_stream(), one_open_shard());
     let at_cursor = mock!(Client::get_shard_iterator).then_output(|| iterator("it-1"));
     // Retention dropped SEQ_1: Kinesis starts at the oldest record it still has.
-    let batch = mock!(Client::get_records).then_output(|| records(&[(SEQ_3, "c")], Some("it-2"), 0));
-    let stream = KinesisStream::with_client(client(&[&describe, &list, &at_cursor, &batch]), config())
-        .await
-        .unwrap();
+    let batch =
+        mock!(Client::get_records).then_output(|| records(&[(SEQ_3, "c")], Some("it-2"), 0));
+    let stream =
+        KinesisStream::with_client(client(&[&describe, &list, &at_cursor, &batch]), config())
+            .await
+            .unwrap();
 
     let mut sub = stream.subscribe(Some(Cursor::new(SEQ_1))).await.unwrap();
     let err = sub.next().await.unwrap_err();
@@ -501,9 +621,14 @@ async fn subscribe_after_an_expired_cursor_reports_truncated_history() {
 #[tokio::test]
 async fn subscribe_with_a_malformed_cursor_is_invalid_cursor() {
     let (describe, list) = (active_stream(), one_open_shard());
-    let stream = KinesisStream::with_client(client(&[&describe, &list]), config()).await.unwrap();
+    let stream = KinesisStream::with_client(client(&[&describe, &list]), config())
+        .await
+        .unwrap();
 
-    let err = stream.subscribe(Some(Cursor::new("12ab"))).await.unwrap_err();
+    let err = stream
+        .subscribe(Some(Cursor::new("12ab")))
+        .await
+        .unwrap_err();
 
     assert!(matches!(err, StreamError::InvalidCursor { .. }), "{err:?}");
     assert!(matches!(
@@ -515,9 +640,14 @@ async fn subscribe_with_a_malformed_cursor_is_invalid_cursor() {
 #[tokio::test]
 async fn head_is_unsupported_and_declared_inexact() {
     let (describe, list) = (active_stream(), one_open_shard());
-    let stream = KinesisStream::with_client(client(&[&describe, &list]), config()).await.unwrap();
+    let stream = KinesisStream::with_client(client(&[&describe, &list]), config())
+        .await
+        .unwrap();
 
-    assert!(matches!(stream.head().await, Err(StreamError::Unsupported(_))));
+    assert!(matches!(
+        stream.head().await,
+        Err(StreamError::Unsupported(_))
+    ));
     assert!(!stream.capabilities().exact_head);
 }
 
@@ -527,11 +657,15 @@ async fn deleted_stream_under_a_subscription_is_not_found() {
     let get_iterator = mock!(Client::get_shard_iterator).then_output(|| iterator("it-1"));
     let gone = mock!(Client::get_records)
         .sequence()
-        .http_status(400, error_body("ResourceNotFoundException", "Stream not found"))
+        .http_status(
+            400,
+            error_body("ResourceNotFoundException", "Stream not found"),
+        )
         .build();
-    let stream = KinesisStream::with_client(client(&[&describe, &list, &get_iterator, &gone]), config())
-        .await
-        .unwrap();
+    let stream =
+        KinesisStream::with_client(client(&[&describe, &list, &get_iterator, &gone]), config())
+            .await
+            .unwrap();
 
     let mut sub = stream.subscribe(None).await.unwrap();
     let err = sub.next().await.unwrap_err();

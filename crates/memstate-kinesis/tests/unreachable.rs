@@ -2,6 +2,9 @@
 //! Only loopback addresses are used; credentials are static and the region is
 //! given, so no provider chain (and no instance-metadata address) is consulted.
 
+// Test helpers outside #[test] functions fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 
 use memstate_core::StreamError;
@@ -16,7 +19,11 @@ fn config(endpoint: String) -> KinesisConfig {
 #[tokio::test]
 async fn refused_connection_fails_within_the_request_timeout() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let started = Instant::now();
 
     let err = KinesisStream::connect(config(format!("http://127.0.0.1:{port}")))
@@ -24,10 +31,17 @@ async fn refused_connection_fails_within_the_request_timeout() {
         .unwrap_err();
 
     assert!(
-        matches!(err, StreamError::Backend { .. } | StreamError::Timeout { .. }),
+        matches!(
+            err,
+            StreamError::Backend { .. } | StreamError::Timeout { .. }
+        ),
         "{err:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -42,6 +56,10 @@ async fn silent_endpoint_times_out_within_the_request_timeout() {
         .unwrap_err();
 
     assert!(matches!(err, StreamError::Timeout { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     drop(listener);
 }
