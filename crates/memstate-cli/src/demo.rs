@@ -208,16 +208,19 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
         if agree { "yes" } else { "NO" },
         if ok { "yes" } else { "NO" }
     );
-    if let Some(first) = nodes.first() {
-        let s = first.stats();
-        let records = s.cursor.map(|c| c.to_string()).unwrap_or_default();
-        println!(
-            "last record {records}; {} envelopes applied per node",
-            s.applied_index
-        );
-    }
+    let applied = nodes.first().map(|n| n.stats().applied_index).unwrap_or(0);
     for node in nodes {
         node.shutdown().await;
+    }
+    if let Some(report) = opened
+        .journal_dir()
+        .and_then(|dir| memstate_file::inspect::read_all(dir).ok())
+    {
+        let records = report.records.len().max(1);
+        println!(
+            "journal: {applied} envelopes in {records} records, {:.1} envelopes per append and fsync (group commit)",
+            applied as f64 / records as f64
+        );
     }
     if args.backend.dir.is_none() {
         println!("(the journal was in a temporary directory; pass --dir DIR to keep it)");
