@@ -103,6 +103,7 @@ cmd_start() {
     # that becomes node writes the pid file itself (setsid may fork).
     (
         cd "$RUN_DIR"
+        # shellcheck disable=SC2016 # $$ and $0 expand in the inner bash, as meant.
         exec env \
             KINESIS_MOCK_CERT_PATH="$PACKAGE_DIR/server.json" \
             KINESIS_MOCK_PLAIN_PORT="$PLAIN_PORT" \
