@@ -52,7 +52,9 @@ pub enum FileStreamError {
         reason: String,
     },
     /// A record exceeds the configured limit; nothing was written.
-    #[error("record of {size} bytes exceeds this journal's limit of {limit} bytes; nothing was written")]
+    #[error(
+        "record of {size} bytes exceeds this journal's limit of {limit} bytes; nothing was written"
+    )]
     RecordTooLarge {
         /// The refused record's size.
         size: usize,
@@ -85,7 +87,9 @@ pub enum FileStreamError {
     },
     /// This handle's writer failed earlier (a failed fsync leaves the page
     /// cache in an unknown state), so it refuses further appends.
-    #[error("the journal writer of this handle stopped after an earlier failure ({0}); reopen the stream")]
+    #[error(
+        "the journal writer of this handle stopped after an earlier failure ({0}); reopen the stream"
+    )]
     Poisoned(String),
     /// The handle was closed.
     #[error("file stream is closed")]

@@ -219,11 +219,23 @@ mod tests {
     fn segment_header_round_trips_and_rejects_a_wrong_number() {
         let h = encode_segment_header(7);
         assert!(check_segment_header(&h, 7).is_ok());
-        assert!(check_segment_header(&h, 8).unwrap_err().contains("segment 7"));
+        assert!(
+            check_segment_header(&h, 8)
+                .unwrap_err()
+                .contains("segment 7")
+        );
         let mut bad = h;
         bad[17] ^= 1;
-        assert!(check_segment_header(&bad, 7).unwrap_err().contains("checksum"));
-        assert!(check_segment_header(&h[..10], 7).unwrap_err().contains("incomplete"));
+        assert!(
+            check_segment_header(&bad, 7)
+                .unwrap_err()
+                .contains("checksum")
+        );
+        assert!(
+            check_segment_header(&h[..10], 7)
+                .unwrap_err()
+                .contains("incomplete")
+        );
     }
 
     #[test]
@@ -240,7 +252,10 @@ mod tests {
         h.copy_from_slice(&out[0..8]);
         assert_eq!(
             FrameHeader::decode(&h),
-            FrameHeader::Record { len: 3, crc: frame_crc(3, b"abc") }
+            FrameHeader::Record {
+                len: 3,
+                crc: frame_crc(3, b"abc")
+            }
         );
         h.copy_from_slice(&out[11..19]);
         match FrameHeader::decode(&h) {
@@ -257,7 +272,10 @@ mod tests {
         };
         let b = w.encode();
         assert_eq!(Watermark::decode(&b), Some(w));
-        assert_eq!(Watermark::decode(&Watermark::empty(0).encode()), Some(Watermark::empty(0)));
+        assert_eq!(
+            Watermark::decode(&Watermark::empty(0).encode()),
+            Some(Watermark::empty(0))
+        );
         let mut torn = b;
         torn[20] ^= 0xff;
         assert_eq!(Watermark::decode(&torn), None);

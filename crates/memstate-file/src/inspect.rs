@@ -130,12 +130,16 @@ pub fn scan(
     mut visit: impl FnMut(InspectedRecord),
 ) -> Result<InspectReport, FileStreamError> {
     let dir = dir.as_ref().to_path_buf();
-    let metadata = std::fs::metadata(&dir).map_err(|e| FileStreamError::io("inspecting", &dir, e))?;
+    let metadata =
+        std::fs::metadata(&dir).map_err(|e| FileStreamError::io("inspecting", &dir, e))?;
     if !metadata.is_dir() {
         return Err(FileStreamError::io(
             "inspecting",
             &dir,
-            std::io::Error::new(std::io::ErrorKind::NotADirectory, "a journal is a directory"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "a journal is a directory",
+            ),
         ));
     }
     let watermark = match WatermarkFile::open_read(&dir)? {

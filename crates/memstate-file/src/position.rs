@@ -112,7 +112,18 @@ mod tests {
 
     #[test]
     fn malformed_cursors_are_invalid() {
-        for text in ["", "12", "a:40", "1:", ":40", "1:+40", "1:40:2", "1:8", "-1:40", "1:99999999999999999999999"] {
+        for text in [
+            "",
+            "12",
+            "a:40",
+            "1:",
+            ":40",
+            "1:+40",
+            "1:40:2",
+            "1:8",
+            "-1:40",
+            "1:99999999999999999999999",
+        ] {
             let err = Position::from_cursor(&Cursor::new(text)).unwrap_err();
             assert!(
                 matches!(err, FileStreamError::InvalidCursor { .. }),

@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::FileStreamError;
 use crate::format::{
-    FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, Watermark, check_segment_header,
-    frame_crc, seal_crc_ok, segment_path,
+    FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, Watermark, check_segment_header, frame_crc,
+    seal_crc_ok, segment_path,
 };
 use crate::fsio::{WatermarkFile, read_at};
 use crate::notify::Notifier;
@@ -129,7 +129,9 @@ impl JournalReader {
         let Some(header) = header else {
             return Err(corrupt(match limit {
                 Some(l) => format!("frame header crosses the durable watermark at {l}"),
-                None => "the segment ends without a seal although a later segment exists".to_owned(),
+                None => {
+                    "the segment ends without a seal although a later segment exists".to_owned()
+                }
             }));
         };
         let mut raw = [0u8; FRAME_HEADER_LEN as usize];
@@ -148,14 +150,16 @@ impl JournalReader {
                 let at = here.offset + FRAME_HEADER_LEN;
                 let Some(payload) = self.bytes_at(&path, at, u64::from(len), limit)? else {
                     return Err(corrupt(match limit {
-                        Some(l) => format!(
-                            "record of {len} bytes crosses the durable watermark at {l}"
-                        ),
+                        Some(l) => {
+                            format!("record of {len} bytes crosses the durable watermark at {l}")
+                        }
                         None => format!("record of {len} bytes runs past the end of the segment"),
                     }));
                 };
                 if frame_crc(len, &payload) != crc {
-                    return Err(corrupt(format!("record checksum mismatch (length field {len})")));
+                    return Err(corrupt(format!(
+                        "record checksum mismatch (length field {len})"
+                    )));
                 }
                 self.next.offset = at + u64::from(len);
                 Ok(Step::Record(here, Bytes::from(payload)))

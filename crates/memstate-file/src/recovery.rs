@@ -8,7 +8,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::FileStreamError;
-use crate::format::{SEGMENT_HEADER_LEN, Watermark, encode_segment_header, parse_segment_name, segment_path};
+use crate::format::{
+    SEGMENT_HEADER_LEN, Watermark, encode_segment_header, parse_segment_name, segment_path,
+};
 use crate::fsio::{WatermarkFile, sync_dir, write_all_at};
 use crate::position::Position;
 use crate::scan::{SegmentScan, Verdict, WatermarkHint, judge, scan_segment};
@@ -198,7 +200,9 @@ pub(crate) fn recover(
             number -= 1;
             let scan = scan_segment(dir, number, SEGMENT_HEADER_LEN, &mut |_, _| Ok(()))?;
             recovered.records_verified += scan.records;
-            if let Verdict::Corrupt { offset, reason } = judge(&scan, false, WatermarkHint::default()) {
+            if let Verdict::Corrupt { offset, reason } =
+                judge(&scan, false, WatermarkHint::default())
+            {
                 return Err(FileStreamError::Corrupt {
                     path: scan.path,
                     offset,
@@ -250,7 +254,11 @@ fn segment_len(dir: &Path, number: u64) -> Result<u64, FileStreamError> {
 
 /// Cuts a torn tail off (rewriting the header when the header itself was
 /// torn) and makes the cut durable.
-fn truncate_torn(scan: &SegmentScan, offset: u64, reason: String) -> Result<TornTail, FileStreamError> {
+fn truncate_torn(
+    scan: &SegmentScan,
+    offset: u64,
+    reason: String,
+) -> Result<TornTail, FileStreamError> {
     let file = OpenOptions::new()
         .write(true)
         .open(&scan.path)

@@ -132,10 +132,14 @@ pub(crate) fn scan_segment(
     while pos < file_len {
         if scan.sealed {
             scan.fault = Some(
-                fault_at(&mut reader, pos, file_len, FaultKind::AfterSeal, false, format!(
-                    "{} bytes follow the segment's seal",
-                    file_len - pos
-                ))
+                fault_at(
+                    &mut reader,
+                    pos,
+                    file_len,
+                    FaultKind::AfterSeal,
+                    false,
+                    format!("{} bytes follow the segment's seal", file_len - pos),
+                )
                 .map_err(io_err)?,
             );
             return Ok(scan);
@@ -143,9 +147,14 @@ pub(crate) fn scan_segment(
         let remaining = file_len - pos;
         if remaining < FRAME_HEADER_LEN {
             scan.fault = Some(
-                fault_at(&mut reader, pos, file_len, FaultKind::Incomplete, true, format!(
-                    "frame header is incomplete ({remaining} of {FRAME_HEADER_LEN} bytes)"
-                ))
+                fault_at(
+                    &mut reader,
+                    pos,
+                    file_len,
+                    FaultKind::Incomplete,
+                    true,
+                    format!("frame header is incomplete ({remaining} of {FRAME_HEADER_LEN} bytes)"),
+                )
                 .map_err(io_err)?,
             );
             return Ok(scan);
@@ -157,8 +166,15 @@ pub(crate) fn scan_segment(
                 if !seal_crc_ok(crc) {
                     let ends_at_eof = remaining == FRAME_HEADER_LEN;
                     scan.fault = Some(
-                        fault_at(&mut reader, pos, file_len, FaultKind::Bad, ends_at_eof, "seal checksum mismatch".to_owned())
-                            .map_err(io_err)?,
+                        fault_at(
+                            &mut reader,
+                            pos,
+                            file_len,
+                            FaultKind::Bad,
+                            ends_at_eof,
+                            "seal checksum mismatch".to_owned(),
+                        )
+                        .map_err(io_err)?,
                     );
                     return Ok(scan);
                 }
@@ -182,9 +198,14 @@ pub(crate) fn scan_segment(
                 read_full(&mut reader, &mut payload).map_err(io_err)?;
                 if frame_crc(len, &payload) != crc {
                     scan.fault = Some(
-                        fault_at(&mut reader, pos, file_len, FaultKind::Bad, frame_end == file_len, format!(
-                            "record checksum mismatch (length field {len})"
-                        ))
+                        fault_at(
+                            &mut reader,
+                            pos,
+                            file_len,
+                            FaultKind::Bad,
+                            frame_end == file_len,
+                            format!("record checksum mismatch (length field {len})"),
+                        )
                         .map_err(io_err)?,
                     );
                     return Ok(scan);

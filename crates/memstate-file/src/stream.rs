@@ -132,25 +132,30 @@ impl FileStream {
             Scope::LastSegment
         };
         let timeout = config.lock_timeout;
-        let (dir, lock, watermark_file, watermark, recovered) = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&requested)
-                .map_err(|e| FileStreamError::io("creating the journal directory", &requested, e))?;
-            let dir = requested
-                .canonicalize()
-                .map_err(|e| FileStreamError::io("resolving", &requested, e))?;
-            let lock = WriterLock::open(&dir)?;
-            let watermark_file = WatermarkFile::open_write(&dir)?;
-            let (watermark, recovered) = {
-                let _guard = lock.acquire(timeout)?;
-                recover(&dir, &watermark_file, scope)?
-            };
-            Ok::<_, FileStreamError>((dir, lock, watermark_file, watermark, recovered))
-        })
-        .await
-        .map_err(|e| FileStreamError::Task(format!("opening the journal failed: {e}")))??;
+        let (dir, lock, watermark_file, watermark, recovered) =
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&requested).map_err(|e| {
+                    FileStreamError::io("creating the journal directory", &requested, e)
+                })?;
+                let dir = requested
+                    .canonicalize()
+                    .map_err(|e| FileStreamError::io("resolving", &requested, e))?;
+                let lock = WriterLock::open(&dir)?;
+                let watermark_file = WatermarkFile::open_write(&dir)?;
+                let (watermark, recovered) = {
+                    let _guard = lock.acquire(timeout)?;
+                    recover(&dir, &watermark_file, scope)?
+                };
+                Ok::<_, FileStreamError>((dir, lock, watermark_file, watermark, recovered))
+            })
+            .await
+            .map_err(|e| FileStreamError::Task(format!("opening the journal failed: {e}")))??;
 
         let notifier = notifier_for(&dir);
-        let config = FileStreamConfig { dir: dir.clone(), ..config };
+        let config = FileStreamConfig {
+            dir: dir.clone(),
+            ..config
+        };
         let sender = writer::spawn(WriterSetup {
             dir: dir.clone(),
             segment_size: config.segment_size,
@@ -249,7 +254,9 @@ impl FileStream {
                     expected,
                     reply,
                 })
-                .map_err(|_| FileStreamError::Task("the journal writer thread has stopped".to_owned()))?;
+                .map_err(|_| {
+                    FileStreamError::Task("the journal writer thread has stopped".to_owned())
+                })?;
         }
         answer.await.map_err(|_| FileStreamError::Ambiguous {
             source: Box::new(FileStreamError::Task(
@@ -259,7 +266,10 @@ impl FileStream {
     }
 
     /// Opens a subscription positioned after `after`.
-    async fn open_subscription(&self, after: Option<Cursor>) -> Result<FileSubscription, FileStreamError> {
+    async fn open_subscription(
+        &self,
+        after: Option<Cursor>,
+    ) -> Result<FileSubscription, FileStreamError> {
         let dir = self.inner.config.dir.clone();
         let reader = blocking(move || position_reader(dir, after)).await?;
         Ok(FileSubscription::new(
@@ -309,7 +319,9 @@ fn position_reader(dir: PathBuf, after: Option<Cursor>) -> Result<JournalReader,
             None | Some(0) => Ok(JournalReader::new(dir, Position::segment_start(0))),
             Some(n) => Err(FileStreamError::HistoryTruncated {
                 dir,
-                reason: format!("the journal starts at segment {n}; segments before it were removed"),
+                reason: format!(
+                    "the journal starts at segment {n}; segments before it were removed"
+                ),
             }),
         };
     };
@@ -330,8 +342,8 @@ fn position_reader(dir: PathBuf, after: Option<Cursor>) -> Result<JournalReader,
         }
         _ => {}
     }
-    let watermark = read_watermark(&dir)?
-        .ok_or_else(|| invalid("the journal holds no records".to_owned()))?;
+    let watermark =
+        read_watermark(&dir)?.ok_or_else(|| invalid("the journal holds no records".to_owned()))?;
     if position >= watermark.end {
         return Err(invalid(format!(
             "it lies at or past the end of the durable journal ({})",
@@ -382,7 +394,11 @@ impl Stream for FileStream {
     }
 
     async fn head(&self) -> Result<Option<Cursor>, StreamError> {
-        Ok(self.watermark().await?.and_then(|w| w.last).map(Position::to_cursor))
+        Ok(self
+            .watermark()
+            .await?
+            .and_then(|w| w.last)
+            .map(Position::to_cursor))
     }
 
     fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {

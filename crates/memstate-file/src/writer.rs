@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 
 use crate::error::FileStreamError;
 use crate::format::{
-    FRAME_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, Watermark, encode_frame,
-    encode_seal, encode_segment_header, segment_path,
+    FRAME_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, Watermark, encode_frame, encode_seal,
+    encode_segment_header, segment_path,
 };
 use crate::fsio::{WatermarkFile, WriterLock, file_len, sync_dir, write_all_at};
 use crate::notify::{Notifier, bump};
@@ -65,7 +65,9 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<mpsc::Sender<Request>, FileStr
     std::thread::Builder::new()
         .name("memstate-file-writer".to_owned())
         .spawn(move || Writer::new(setup).run(rx))
-        .map_err(|e| FileStreamError::Task(format!("cannot start the journal writer thread: {e}")))?;
+        .map_err(|e| {
+            FileStreamError::Task(format!("cannot start the journal writer thread: {e}"))
+        })?;
     Ok(tx)
 }
 
@@ -124,7 +126,9 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Request>) {
         if let Some(reason) = &self.poisoned {
             for request in batch {
-                let _ = request.reply.send(Err(FileStreamError::Poisoned(reason.clone())));
+                let _ = request
+                    .reply
+                    .send(Err(FileStreamError::Poisoned(reason.clone())));
             }
             return;
         }
@@ -146,7 +150,10 @@ impl Writer {
         };
         let replies = self.commit_locked(batch);
         drop(guard);
-        if replies.iter().any(|(_, r)| r.as_ref().is_ok_and(|c| !c.is_empty())) {
+        if replies
+            .iter()
+            .any(|(_, r)| r.as_ref().is_ok_and(|c| !c.is_empty()))
+        {
             bump(&self.setup.notifier);
         }
         for (reply, result) in replies {
@@ -223,7 +230,10 @@ impl Writer {
         if new == start {
             return placed;
         }
-        if let Err(e) = self.write_chunks(&chunks).and_then(|()| self.setup.watermark_file.write(&new)) {
+        if let Err(e) = self
+            .write_chunks(&chunks)
+            .and_then(|()| self.setup.watermark_file.write(&new))
+        {
             self.undo(&start, &chunks);
             let reason = e.to_string();
             tracing::error!(dir = %self.setup.dir.display(), error = %e, "journal append failed; this handle refuses further appends");
@@ -236,7 +246,12 @@ impl Writer {
                         let source = first
                             .take()
                             .unwrap_or_else(|| FileStreamError::Task(reason.clone()));
-                        (reply, Err(FileStreamError::Ambiguous { source: Box::new(source) }))
+                        (
+                            reply,
+                            Err(FileStreamError::Ambiguous {
+                                source: Box::new(source),
+                            }),
+                        )
                     }
                     Err(e) => (reply, Err(e)),
                 })
@@ -258,7 +273,11 @@ impl Writer {
             (Some(w), true) => w,
             _ => {
                 tracing::warn!(dir = %self.setup.dir.display(), "journal tail moved without the watermark (an appender died mid-append); recovering it");
-                let (w, _) = recover(&self.setup.dir, &self.setup.watermark_file, Scope::FromWatermark)?;
+                let (w, _) = recover(
+                    &self.setup.dir,
+                    &self.setup.watermark_file,
+                    Scope::FromWatermark,
+                )?;
                 w
             }
         };
@@ -345,7 +364,9 @@ impl Writer {
             if chunk.new {
                 let _ = fs::remove_file(&path);
             } else if let Ok(file) = OpenOptions::new().write(true).open(&path) {
-                let _ = file.set_len(start.end.offset).and_then(|()| file.sync_all());
+                let _ = file
+                    .set_len(start.end.offset)
+                    .and_then(|()| file.sync_all());
             }
         }
         let _ = self.setup.watermark_file.write(start);

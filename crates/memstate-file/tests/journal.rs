@@ -1,4 +1,5 @@
 //! Behaviour of one journal used from one process.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 
@@ -26,7 +27,10 @@ async fn appended_records_are_read_back_in_order_and_the_tail_is_followed() {
     let mut sub = s.subscribe(None).await.unwrap();
     let got = take(&mut sub, 3).await;
     assert_eq!(payloads(&got), vec![b("a"), b("b"), b("c")]);
-    assert_eq!(got.iter().map(|r| r.cursor.clone()).collect::<Vec<_>>(), cursors);
+    assert_eq!(
+        got.iter().map(|r| r.cursor.clone()).collect::<Vec<_>>(),
+        cursors
+    );
 
     // A waiting subscriber wakes for a later append.
     let follower = tokio::spawn(async move { take(&mut sub, 2).await });
@@ -45,8 +49,14 @@ async fn cursors_are_segment_and_offset_and_increase() {
     // Header 32 bytes, then frames of 8 + payload bytes.
     assert_eq!(cursors[0].as_str(), "00000000:000000000032");
     assert_eq!(cursors[1].as_str(), "00000000:000000000042");
-    assert_eq!(s.compare_cursors(&cursors[0], &cursors[1]).unwrap(), Ordering::Less);
-    assert_eq!(s.compare_cursors(&cursors[1], &cursors[1]).unwrap(), Ordering::Equal);
+    assert_eq!(
+        s.compare_cursors(&cursors[0], &cursors[1]).unwrap(),
+        Ordering::Less
+    );
+    assert_eq!(
+        s.compare_cursors(&cursors[1], &cursors[1]).unwrap(),
+        Ordering::Equal
+    );
 }
 
 #[tokio::test]
@@ -84,11 +94,19 @@ async fn a_torn_tail_is_truncated_on_reopen_and_reported() {
     let third = Position::from_cursor(&cursors[2]).unwrap().offset;
     // Cut the last record in the middle of its payload, as a crash would.
     let cut = third + 8 + 5;
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
 
     // The inspector sees the torn tail without touching the file.
     let report = inspect::read_all(dir.path()).unwrap();
-    let torn = report.torn_tail.clone().expect("inspect reports the torn tail");
+    let torn = report
+        .torn_tail
+        .clone()
+        .expect("inspect reports the torn tail");
     assert_eq!((torn.offset, torn.dropped_bytes), (third, cut - third));
     assert!(report.corruption.is_none());
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), cut);
@@ -107,12 +125,19 @@ async fn a_torn_tail_is_truncated_on_reopen_and_reported() {
     let next = s.append(vec![b("after")]).await.unwrap();
     assert_eq!(next[0], cursors[2]);
     let mut sub = s.subscribe(None).await.unwrap();
-    assert_eq!(payloads(&take(&mut sub, 3).await), vec![b("first"), b("second"), b("after")]);
+    assert_eq!(
+        payloads(&take(&mut sub, 3).await),
+        vec![b("first"), b("second"), b("after")]
+    );
 }
 
 /// Flips one byte of the file at `offset`.
 fn flip(path: &std::path::Path, offset: u64) {
-    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut byte = [0u8; 1];
     f.read_exact_at(&mut byte, offset).unwrap();
     byte[0] ^= 0x40;
@@ -123,7 +148,10 @@ fn flip(path: &std::path::Path, offset: u64) {
 async fn a_flipped_byte_in_a_middle_record_is_corruption_naming_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStream::open(dir.path()).await.unwrap();
-    let cursors = s.append(vec![b("one"), b("two"), b("three")]).await.unwrap();
+    let cursors = s
+        .append(vec![b("one"), b("two"), b("three")])
+        .await
+        .unwrap();
     let seg = segment_file(dir.path(), 0).canonicalize().unwrap();
     let middle = Position::from_cursor(&cursors[1]).unwrap().offset;
     flip(&seg, middle + 8 + 1);
@@ -170,7 +198,10 @@ async fn a_bad_last_record_inside_the_durable_watermark_is_corruption_not_a_torn
 
     // The watermark proves the record was acknowledged: never drop it silently.
     let err = FileStream::open(dir.path()).await.unwrap_err();
-    assert!(matches!(err, FileStreamError::Corrupt { offset, .. } if offset == last), "{err}");
+    assert!(
+        matches!(err, FileStreamError::Corrupt { offset, .. } if offset == last),
+        "{err}"
+    );
 
     // Without the watermark the same bytes are indistinguishable from a torn write.
     std::fs::remove_file(dir.path().join("journal.watermark")).unwrap();
@@ -188,7 +219,12 @@ async fn a_zero_filled_tail_is_a_torn_write() {
     let seg = segment_file(dir.path(), 0);
     let end = std::fs::metadata(&seg).unwrap().len();
     // A crash after the file grew but before its data reached the disk.
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(end + 4096).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(end + 4096)
+        .unwrap();
     let s = FileStream::open(dir.path()).await.unwrap();
     assert_eq!(s.open_report().truncated_bytes(), 4096);
     assert_eq!(s.head().await.unwrap(), Some(cursors[0].clone()));
@@ -213,7 +249,12 @@ async fn a_subscriber_never_sees_bytes_past_the_durable_watermark() {
     let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload);
     frame.extend_from_slice(&crc.to_le_bytes());
     frame.extend_from_slice(payload);
-    OpenOptions::new().write(true).open(&seg).unwrap().write_all_at(&frame, end).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(&frame, end)
+        .unwrap();
 
     assert_quiet(&mut sub, Duration::from_millis(200)).await;
     let head = s.head().await.unwrap().unwrap();
@@ -222,7 +263,10 @@ async fn a_subscriber_never_sees_bytes_past_the_durable_watermark() {
     // The next appender finds the tail past the watermark, keeps the whole
     // frame (it may have been fsynced), and publishes both.
     s.append(vec![b("next")]).await.unwrap();
-    assert_eq!(payloads(&take(&mut sub, 2).await), vec![b("unpublished"), b("next")]);
+    assert_eq!(
+        payloads(&take(&mut sub, 2).await),
+        vec![b("unpublished"), b("next")]
+    );
 }
 
 #[tokio::test]
@@ -262,7 +306,16 @@ async fn an_oversized_record_is_refused_and_nothing_is_written() {
         .append(vec![b("small"), Bytes::from(vec![0u8; 17])])
         .await
         .unwrap_err();
-    assert!(matches!(err, StreamError::RecordTooLarge { size: 17, limit: 16 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StreamError::RecordTooLarge {
+                size: 17,
+                limit: 16
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("16"));
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), before);
     assert_eq!(s.head().await.unwrap(), None);
@@ -273,7 +326,9 @@ async fn an_oversized_record_is_refused_and_nothing_is_written() {
 #[tokio::test]
 async fn segments_roll_at_the_configured_size_and_are_read_across_seals() {
     let dir = tempfile::tempdir().unwrap();
-    let config = fast(dir.path()).with_max_record_size(64).with_segment_size(256);
+    let config = fast(dir.path())
+        .with_max_record_size(64)
+        .with_segment_size(256);
     let s = FileStream::open_with(config.clone()).await.unwrap();
     let mut expected = Vec::new();
     let mut cursors = Vec::new();
@@ -287,23 +342,38 @@ async fn segments_roll_at_the_configured_size_and_are_read_across_seals() {
     expected.extend(batch.clone());
     cursors.extend(s.append(batch).await.unwrap());
 
-    let positions: Vec<Position> = cursors.iter().map(|c| Position::from_cursor(c).unwrap()).collect();
+    let positions: Vec<Position> = cursors
+        .iter()
+        .map(|c| Position::from_cursor(c).unwrap())
+        .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]));
     let last_segment = positions.last().unwrap().segment;
-    assert!(last_segment >= 5, "30 records of 48 bytes in 256-byte segments: {last_segment}");
+    assert!(
+        last_segment >= 5,
+        "30 records of 48 bytes in 256-byte segments: {last_segment}"
+    );
     for n in 0..=last_segment {
-        let len = std::fs::metadata(segment_file(dir.path(), n)).unwrap().len();
+        let len = std::fs::metadata(segment_file(dir.path(), n))
+            .unwrap()
+            .len();
         assert!(len <= 256, "segment {n} is {len} bytes");
     }
     let report = inspect::read_all(dir.path()).unwrap();
     assert!(report.is_clean());
-    assert!(report.segments[..report.segments.len() - 1].iter().all(|seg| seg.sealed));
+    assert!(
+        report.segments[..report.segments.len() - 1]
+            .iter()
+            .all(|seg| seg.sealed)
+    );
     assert!(!report.segments.last().unwrap().sealed);
 
     let mut sub = s.subscribe(None).await.unwrap();
     let got = take(&mut sub, 30).await;
     assert_eq!(payloads(&got), expected);
-    assert_eq!(got.iter().map(|r| r.cursor.clone()).collect::<Vec<_>>(), cursors);
+    assert_eq!(
+        got.iter().map(|r| r.cursor.clone()).collect::<Vec<_>>(),
+        cursors
+    );
 
     // From a cursor in a middle segment, and after a reopen.
     drop(s);
@@ -321,7 +391,10 @@ async fn segments_roll_at_the_configured_size_and_are_read_across_seals() {
 async fn subscribing_from_a_middle_cursor_sees_only_the_suffix() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStream::open_with(fast(dir.path())).await.unwrap();
-    let cursors = s.append(vec![b("a"), b("b"), b("c"), b("d")]).await.unwrap();
+    let cursors = s
+        .append(vec![b("a"), b("b"), b("c"), b("d")])
+        .await
+        .unwrap();
     let mut sub = s.subscribe(Some(cursors[1].clone())).await.unwrap();
     assert_eq!(payloads(&take(&mut sub, 2).await), vec![b("c"), b("d")]);
     // From the last record: nothing until something new arrives.
@@ -339,13 +412,16 @@ async fn invalid_cursors_are_refused() {
     let valid = cursors[0].clone();
     for bad in [
         Cursor::new("nonsense"),
-        Cursor::new("0:4"),           // inside the segment header
-        Cursor::new("0:33"),          // not where a record starts
-        Cursor::new("0:999999"),      // past the end
-        Cursor::new("7:32"),          // a segment that does not exist
+        Cursor::new("0:4"),      // inside the segment header
+        Cursor::new("0:33"),     // not where a record starts
+        Cursor::new("0:999999"), // past the end
+        Cursor::new("7:32"),     // a segment that does not exist
     ] {
         let err = s.subscribe(Some(bad.clone())).await.unwrap_err();
-        assert!(matches!(err, StreamError::InvalidCursor { .. }), "{bad}: {err}");
+        assert!(
+            matches!(err, StreamError::InvalidCursor { .. }),
+            "{bad}: {err}"
+        );
     }
     let err = s.compare_cursors(&valid, &Cursor::new("x:1")).unwrap_err();
     assert!(matches!(err, StreamError::InvalidCursor { .. }));
@@ -444,9 +520,15 @@ async fn closing_ends_subscriptions_and_refuses_appends() {
     let waiting = tokio::spawn(async move { sub.next().await });
     tokio::time::sleep(Duration::from_millis(30)).await;
     s.close();
-    let end = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(end, Ok(None)), "{end:?}");
-    assert!(matches!(s.append(vec![b("b")]).await, Err(StreamError::Closed)));
+    assert!(matches!(
+        s.append(vec![b("b")]).await,
+        Err(StreamError::Closed)
+    ));
 }
 
 #[tokio::test]
@@ -457,7 +539,10 @@ async fn dropping_the_last_handle_ends_subscriptions() {
     let waiting = tokio::spawn(async move { sub.next().await });
     tokio::time::sleep(Duration::from_millis(30)).await;
     drop(s);
-    let end = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(end, Ok(None)), "{end:?}");
 }
 
@@ -501,7 +586,9 @@ async fn a_config_whose_record_limit_does_not_fit_a_segment_is_refused() {
 #[tokio::test]
 async fn a_journal_missing_its_first_segment_is_truncated_history() {
     let dir = tempfile::tempdir().unwrap();
-    let config = FileStreamConfig::new(dir.path()).with_max_record_size(64).with_segment_size(256);
+    let config = FileStreamConfig::new(dir.path())
+        .with_max_record_size(64)
+        .with_segment_size(256);
     let s = FileStream::open_with(config.clone()).await.unwrap();
     let batch: Vec<Bytes> = (0..20).map(|i| b(&format!("{i:040}"))).collect();
     s.append(batch).await.unwrap();
@@ -510,4 +597,60 @@ async fn a_journal_missing_its_first_segment_is_truncated_history() {
     let s = FileStream::open_with(config).await.unwrap();
     let err = s.subscribe(None).await.unwrap_err();
     assert!(matches!(err, StreamError::HistoryTruncated { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_appender_waits_for_the_lock_held_elsewhere_and_times_out_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open_with(
+        FileStreamConfig::new(dir.path()).with_lock_timeout(Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
+    // Another open file description holds the flock, as another process would.
+    let holder = std::fs::File::open(dir.path().join("journal.lock")).unwrap();
+    holder.lock().unwrap();
+    let err = s.append(vec![b("blocked")]).await.unwrap_err();
+    assert!(matches!(err, StreamError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("journal.lock"), "{err}");
+    assert_eq!(s.head().await.unwrap(), None, "nothing was written");
+    holder.unlock().unwrap();
+    let c = s.append(vec![b("free")]).await.unwrap();
+    assert_eq!(s.head().await.unwrap(), Some(c[0].clone()));
+}
+
+#[tokio::test]
+async fn a_sealed_last_segment_gets_a_successor_and_the_head_is_found_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = FileStreamConfig::new(dir.path())
+        .with_max_record_size(64)
+        .with_segment_size(256)
+        .with_verify_on_open(false);
+    let s = FileStream::open_with(config.clone()).await.unwrap();
+    let batch: Vec<Bytes> = (0..8).map(|i| b(&format!("{i:040}"))).collect();
+    let cursors = s.append(batch).await.unwrap();
+    let last = Position::from_cursor(cursors.last().unwrap()).unwrap();
+    assert!(last.segment >= 1);
+    drop(s);
+    // As if the appender died after sealing segment `last.segment - 1` and
+    // before its successor existed.
+    std::fs::remove_file(segment_file(dir.path(), last.segment)).unwrap();
+    let s = FileStream::open_with(config).await.unwrap();
+    assert_eq!(s.open_report().created_segment, Some(last.segment));
+    let survivors = cursors
+        .iter()
+        .filter(|c| Position::from_cursor(c).unwrap().segment < last.segment)
+        .count();
+    assert_eq!(
+        s.head().await.unwrap(),
+        Some(cursors[survivors - 1].clone())
+    );
+    let mut sub = s.subscribe(None).await.unwrap();
+    assert_eq!(take(&mut sub, survivors).await.len(), survivors);
+    let next = s.append(vec![b("again")]).await.unwrap();
+    assert_eq!(
+        Position::from_cursor(&next[0]).unwrap(),
+        Position::new(last.segment, 32)
+    );
+    assert_eq!(payloads(&take(&mut sub, 1).await), vec![b("again")]);
 }

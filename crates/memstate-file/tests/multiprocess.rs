@@ -1,6 +1,7 @@
 //! Two processes appending to one journal. The child is this test binary
 //! itself, re-executed to run `child_process_appender` with the journal
 //! directory in an environment variable.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 
@@ -27,7 +28,10 @@ async fn append_from_tasks(stream: &FileStream, tag: &'static str) {
         tasks.push(tokio::spawn(async move {
             for i in 0..APPENDS_PER_TASK {
                 let cursors = stream
-                    .append(vec![b(&format!("{tag}-{t}-{i}-a")), b(&format!("{tag}-{t}-{i}-b"))])
+                    .append(vec![
+                        b(&format!("{tag}-{t}-{i}-a")),
+                        b(&format!("{tag}-{t}-{i}-b")),
+                    ])
                     .await
                     .unwrap();
                 assert_eq!(cursors.len(), 2);
@@ -71,7 +75,12 @@ async fn two_processes_append_to_one_journal() {
 
     let exe = std::env::current_exe().unwrap();
     let child = tokio::process::Command::new(exe)
-        .args(["child_process_appender", "--exact", "--ignored", "--nocapture"])
+        .args([
+            "child_process_appender",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD_DIR, dir.path())
         .kill_on_drop(true)
         .output();
@@ -126,7 +135,10 @@ async fn two_processes_append_to_one_journal() {
         .filter(|w| w[0].starts_with(b"parent") != w[1].starts_with(b"parent"))
         .count();
     eprintln!("parent/child switches in the journal order: {switches}");
-    assert!(switches >= 2, "the two processes' appends interleaved ({switches} switches)");
+    assert!(
+        switches >= 2,
+        "the two processes' appends interleaved ({switches} switches)"
+    );
     let report = inspect::read_all(dir.path()).unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(payloads_of(&report), all);
@@ -137,7 +149,11 @@ async fn two_processes_append_to_one_journal() {
 async fn wait_for_file(path: &std::path::Path) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !path.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
