@@ -181,12 +181,15 @@ impl EventStoreSubscription {
         }
     }
 
-    fn give_up(&self, last: Option<OpenFailure>) -> StreamError {
+    /// The error after the last allowed attempt; a later `next` starts a new
+    /// round of attempts.
+    fn give_up(&mut self, last: Option<OpenFailure>) -> StreamError {
         let action = format!(
             "re-subscribing to stream {:?} after revision {:?} at {} (gave up after {} failed \
              attempts)",
             self.shared.config.stream_name, self.last, self.shared.endpoint, self.failures
         );
+        self.failures = 0;
         match last {
             Some(OpenFailure::Client(e)) => StreamError::backend(error::BACKEND, action, e),
             Some(OpenFailure::Fatal(e)) => e,
@@ -200,31 +203,59 @@ impl EventStoreSubscription {
     /// Yields `event` if it is the next revision; skips repeats; refuses gaps.
     fn accept(&mut self, event: ResolvedEvent) -> Result<Option<Record>, StreamError> {
         let (revision, record) = event::to_record(event)?;
-        let expected = match self.last {
-            None => 0,
-            Some(last) => last.checked_add(1).ok_or_else(|| StreamError::Corrupt {
-                location: format!("stream {:?}", self.shared.config.stream_name),
-                reason: "an event after revision 2^64 - 1".to_owned(),
-            })?,
-        };
-        match revision.cmp(&expected) {
-            Ordering::Less => {
-                tracing::debug!(revision, expected, "skipping a revision already delivered");
+        let name = &self.shared.config.stream_name;
+        match admit(self.last, revision) {
+            Admission::Next => {
+                self.last = Some(revision);
+                Ok(Some(record))
+            }
+            Admission::Repeat => {
+                tracing::debug!(revision, last = ?self.last, "skipping a revision already delivered");
                 Ok(None)
             }
-            Ordering::Greater => Err(StreamError::HistoryTruncated {
-                name: self.shared.config.stream_name.clone(),
+            Admission::Gap { expected } => Err(StreamError::HistoryTruncated {
+                name: name.clone(),
                 reason: format!(
                     "expected revision {expected} next but the server delivered revision \
                      {revision}: events {expected}..{revision} are gone (truncated by \
                      $maxCount, $maxAge or $tb stream metadata, or a soft delete)"
                 ),
             }),
-            Ordering::Equal => {
-                self.last = Some(revision);
-                Ok(Some(record))
-            }
+            Admission::PastTheEnd => Err(StreamError::Corrupt {
+                location: format!("stream {name:?}"),
+                reason: "an event after revision 2^64 - 1".to_owned(),
+            }),
         }
+    }
+}
+
+/// What to do with an event, given the last revision yielded.
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    /// The next revision: yield it.
+    Next,
+    /// Already yielded (a re-opened subscription repeating itself): skip it.
+    Repeat,
+    /// Revisions are missing before it: the history is not whole.
+    Gap { expected: u64 },
+    /// Nothing can follow revision `u64::MAX`.
+    PastTheEnd,
+}
+
+/// Revisions of one stream are contiguous from 0, so the event after `last`
+/// must be `last + 1` (the first must be 0).
+fn admit(last: Option<u64>, revision: u64) -> Admission {
+    let expected = match last {
+        None => 0,
+        Some(last) => match last.checked_add(1) {
+            Some(next) => next,
+            None => return Admission::PastTheEnd,
+        },
+    };
+    match revision.cmp(&expected) {
+        Ordering::Less => Admission::Repeat,
+        Ordering::Equal => Admission::Next,
+        Ordering::Greater => Admission::Gap { expected },
     }
 }
 
@@ -315,5 +346,52 @@ impl fmt::Debug for EventStoreSubscription {
             .field("open", &self.live.is_some())
             .field("failures", &self.failures)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_event_must_be_revision_zero() {
+        assert_eq!(admit(None, 0), Admission::Next);
+        assert_eq!(admit(None, 3), Admission::Gap { expected: 0 });
+    }
+
+    #[test]
+    fn the_event_after_the_last_yielded_is_next() {
+        assert_eq!(admit(Some(41), 42), Admission::Next);
+    }
+
+    #[test]
+    fn repeats_after_a_reopen_are_skipped() {
+        assert_eq!(admit(Some(41), 41), Admission::Repeat);
+        assert_eq!(admit(Some(41), 0), Admission::Repeat);
+    }
+
+    #[test]
+    fn a_jump_ahead_is_a_gap_naming_the_missing_revision() {
+        assert_eq!(admit(Some(41), 45), Admission::Gap { expected: 42 });
+    }
+
+    #[test]
+    fn nothing_follows_the_largest_revision() {
+        assert_eq!(admit(Some(u64::MAX), 0), Admission::PastTheEnd);
+    }
+
+    #[test]
+    fn a_resumed_sequence_with_overlap_yields_each_revision_once() {
+        // A subscription yields 0..=4, drops, and the re-opened one repeats 3
+        // and 4 before going on: every revision is yielded exactly once.
+        let mut last = None;
+        let mut yielded = Vec::new();
+        for revision in [0, 1, 2, 3, 4, 3, 4, 5, 6] {
+            if admit(last, revision) == Admission::Next {
+                last = Some(revision);
+                yielded.push(revision);
+            }
+        }
+        assert_eq!(yielded, vec![0, 1, 2, 3, 4, 5, 6]);
     }
 }
