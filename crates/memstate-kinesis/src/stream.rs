@@ -271,12 +271,16 @@ impl Stream for KinesisStream {
                 ),
             ));
         }
-        Ok(Box::new(KinesisSubscription::new(
+        let mut subscription = KinesisSubscription::new(
             self.inner.client.clone(),
             self.inner.config.clone(),
             self.inner.shard_id.clone(),
             start,
-        )))
+        );
+        // Now rather than on the first `next`, so that a cursor Kinesis
+        // refuses is reported by `subscribe`.
+        subscription.acquire_iterator().await?;
+        Ok(Box::new(subscription))
     }
 
     /// Kinesis cannot tell the last sequence number of a shard without reading

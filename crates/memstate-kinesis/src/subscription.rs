@@ -103,8 +103,9 @@ impl KinesisSubscription {
         &self.config.stream_name
     }
 
-    /// Gets a shard iterator for the current position.
-    async fn acquire_iterator(&self) -> Result<String, StreamError> {
+    /// Gets a shard iterator for the current position into `self.iterator`;
+    /// when Kinesis throttles the call, leaves it empty and sets a pause.
+    pub(crate) async fn acquire_iterator(&mut self) -> Result<(), StreamError> {
         let request = self
             .client
             .get_shard_iterator()
@@ -119,25 +120,42 @@ impl KinesisSubscription {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(sequence),
         };
-        let output = request.send().await.map_err(|e| {
-            let err = KinesisError::from_sdk("GetShardIterator", self.config.request_timeout, e);
-            match (&self.position, err.code()) {
-                (Position::VerifyAt(sequence), Some("InvalidArgumentException")) => {
-                    StreamError::InvalidCursor {
-                        cursor: sequence.clone(),
-                        reason: format!(
-                            "Kinesis refused it as a position in shard {}: {err}",
-                            self.shard_id
-                        ),
-                    }
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(e) => {
+                let err =
+                    KinesisError::from_sdk("GetShardIterator", self.config.request_timeout, e);
+                if let KinesisError::Throttled { .. } = err {
+                    // GetShardIterator has its own limit of 5 calls per second per shard.
+                    let pause = self.pacer.after_throttle();
+                    tracing::debug!(stream = %self.name(), ?pause, error = %err, "GetShardIterator throttled; backing off");
+                    self.next_call = Some(Instant::now() + pause);
+                    return Ok(());
                 }
-                _ => err.into_read_error(self.name()),
+                return Err(self.iterator_error(err));
             }
-        })?;
-        output.shard_iterator().map(str::to_owned).ok_or_else(|| {
+        };
+        let iterator = output.shard_iterator().map(str::to_owned).ok_or_else(|| {
             // Kinesis answers without an iterator only for a closed shard read past its end.
             self.shard_closed_error()
-        })
+        })?;
+        self.iterator = Some(iterator);
+        Ok(())
+    }
+
+    fn iterator_error(&self, err: KinesisError) -> StreamError {
+        match (&self.position, err.code()) {
+            (Position::VerifyAt(sequence), Some("InvalidArgumentException")) => {
+                StreamError::InvalidCursor {
+                    cursor: sequence.clone(),
+                    reason: format!(
+                        "Kinesis refused it as a position in shard {}: {err}",
+                        self.shard_id
+                    ),
+                }
+            }
+            _ => err.into_read_error(self.name()),
+        }
     }
 
     /// Takes fetched records into the buffer: checks the cursor's record is
@@ -214,9 +232,11 @@ impl Subscription for KinesisSubscription {
             }
             // Taken out, so that a cancelled call leaves no half-used iterator:
             // the next call re-acquires one from the position.
-            let iterator = match self.iterator.take() {
-                Some(iterator) => iterator,
-                None => self.acquire_iterator().await?,
+            if self.iterator.is_none() {
+                self.acquire_iterator().await?;
+            }
+            let Some(iterator) = self.iterator.take() else {
+                continue; // Throttled: wait as the pacer said.
             };
             let result = self
                 .client

@@ -672,3 +672,92 @@ async fn deleted_stream_under_a_subscription_is_not_found() {
 
     assert!(matches!(err, StreamError::NotFound { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn cursor_refused_by_kinesis_is_invalid_cursor_at_subscribe() {
+    let (describe, list) = (active_stream(), one_open_shard());
+    let refused = mock!(Client::get_shard_iterator)
+        .sequence()
+        .http_status(
+            400,
+            error_body(
+                "InvalidArgumentException",
+                "StartingSequenceNumber 7 used in GetShardIterator on shard shardId-000000000000 \
+                 in stream memstate-stubbed under account 000000000000 is invalid.",
+            ),
+        )
+        .build();
+    let stream = KinesisStream::with_client(client(&[&describe, &list, &refused]), config())
+        .await
+        .unwrap();
+
+    let err = stream.subscribe(Some(Cursor::new("7"))).await.unwrap_err();
+
+    assert!(
+        matches!(&err, StreamError::InvalidCursor { cursor, .. } if cursor == "7"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_iterator_request_after_expiry_backs_off_and_resumes() {
+    let (describe, list) = (active_stream(), one_open_shard());
+    let from_start = mock!(Client::get_shard_iterator)
+        .match_requests(|req| req.shard_iterator_type() == Some(&ShardIteratorType::TrimHorizon))
+        .then_output(|| iterator("it-1"));
+    let after_first = mock!(Client::get_shard_iterator)
+        .match_requests(|req| {
+            req.shard_iterator_type() == Some(&ShardIteratorType::AfterSequenceNumber)
+                && req.starting_sequence_number() == Some(SEQ_1)
+        })
+        .sequence()
+        .http_status(
+            400,
+            error_body(
+                "ProvisionedThroughputExceededException",
+                "Rate exceeded for shard",
+            ),
+        )
+        .output(|| iterator("it-3"))
+        .build();
+    let first_batch = mock!(Client::get_records)
+        .match_requests(|req| req.shard_iterator() == Some("it-1"))
+        .then_output(|| records(&[(SEQ_1, "a")], Some("it-2"), 0));
+    let expired = mock!(Client::get_records)
+        .match_requests(|req| req.shard_iterator() == Some("it-2"))
+        .sequence()
+        .http_status(
+            400,
+            error_body("ExpiredIteratorException", "Iterator expired."),
+        )
+        .build();
+    let after_expiry = mock!(Client::get_records)
+        .match_requests(|req| req.shard_iterator() == Some("it-3"))
+        .then_output(|| records(&[(SEQ_2, "b")], Some("it-4"), 0));
+    let stream = KinesisStream::with_client(
+        client(&[
+            &describe,
+            &list,
+            &from_start,
+            &after_first,
+            &first_batch,
+            &expired,
+            &after_expiry,
+        ]),
+        config(),
+    )
+    .await
+    .unwrap();
+
+    let mut sub = stream.subscribe(None).await.unwrap();
+    let first = next_payload(&mut sub).await;
+    let second = next_payload(&mut sub).await;
+
+    assert_eq!(first, (SEQ_1.to_owned(), "a".to_owned()));
+    assert_eq!(second, (SEQ_2.to_owned(), "b".to_owned()));
+    assert_eq!(
+        after_first.num_calls(),
+        2,
+        "one throttled request, then one that succeeds"
+    );
+}
