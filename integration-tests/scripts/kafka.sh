@@ -165,6 +165,9 @@ EOF
 cmd_start() {
     local pid
     if pid="$(running_pid)"; then
+        if [[ -f "$WORK/formatted-ports" && "$(cat "$WORK/formatted-ports")" != "$PORT/$CONTROLLER_PORT" ]]; then
+            die "already running (pid $pid) with ports $(cat "$WORK/formatted-ports") (client/controller), not $PORT/$CONTROLLER_PORT; stop it first"
+        fi
         log "already running (pid $pid) on $BOOTSTRAP"
         echo "$BOOTSTRAP"
         return 0
@@ -177,6 +180,13 @@ cmd_start() {
     write_config
     local started
     started=$(date +%s)
+    # KRaft stores the controller's endpoint in the formatted log: a data dir
+    # formatted for other ports would not elect itself.
+    local formatted_for="$PORT/$CONTROLLER_PORT"
+    if [[ -f "$DATA_DIR/meta.properties" && -f "$WORK/formatted-ports" ]] \
+        && [[ "$(cat "$WORK/formatted-ports")" != "$formatted_for" ]]; then
+        die "$DATA_DIR was formatted for ports $(cat "$WORK/formatted-ports") (client/controller), not $formatted_for; remove $WORK to start afresh"
+    fi
     if [[ ! -f "$DATA_DIR/meta.properties" ]]; then
         local cluster_id
         cluster_id="$(java_cp kafka.tools.StorageTool random-uuid 2>/dev/null)"
@@ -184,6 +194,7 @@ cmd_start() {
         java_cp -Dlog4j2.configurationFile="$LOG4J_CONFIG" kafka.tools.StorageTool format \
             --config "$CONFIG" --cluster-id "$cluster_id" --standalone >"$WORK/format.log" 2>&1 \
             || { cat "$WORK/format.log" >&2; die "formatting storage failed"; }
+        echo "$formatted_for" >"$WORK/formatted-ports"
     fi
     # setsid: the broker outlives this shell and is not hit by its terminal's signals.
     # shellcheck disable=SC2086 # HEAP_OPTS holds several flags
