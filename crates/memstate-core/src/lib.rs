@@ -8,13 +8,17 @@ pub mod error;
 pub mod memory;
 pub mod model;
 pub mod settings;
+pub mod snapshot;
 pub mod stream;
 
 pub use consistency::Consistency;
-pub use engine::{Engine, EngineBuilder, Executed, Leadership, Session, Stats, Status};
+pub use engine::{
+    Engine, EngineBuilder, Executed, Leadership, Session, SnapshotStats, Stats, Status,
+};
 pub use envelope::{Body, CommandId, Control, Envelope, FORMAT_VERSION, FrameError, NodeId};
 pub use error::{Error, ExecuteError, HaltReason};
 pub use memory::{MemoryStream, SubscriberFaults};
 pub use model::{CommandContext, DeterministicRng, Model};
 pub use settings::{ApplyMode, BadRecordPolicy, DedupWindow, Settings, WriteMode};
+pub use snapshot::{FileSnapshotStore, SnapshotError, SnapshotMeta, SnapshotPolicy, SnapshotStore};
 pub use stream::{Capabilities, Cursor, Record, Stream, StreamError, Subscription};

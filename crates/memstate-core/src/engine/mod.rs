@@ -8,6 +8,7 @@
 //! before the stream has it: the stream's order is the only order.
 
 mod apply;
+mod snapshots;
 mod writer;
 
 use std::cmp::Ordering;
@@ -22,6 +23,8 @@ use tokio::task::JoinHandle;
 
 pub use apply::Leadership;
 use apply::{Applier, Completion, Counters, Outcomes, Replicated};
+pub use snapshots::SnapshotStats;
+use snapshots::{SnapshotHooks, SnapshotProgress};
 
 use crate::consistency::Consistency;
 use crate::envelope::{
@@ -30,6 +33,7 @@ use crate::envelope::{
 use crate::error::{Error, ExecuteError, HaltReason};
 use crate::model::Model;
 use crate::settings::{Settings, WriteMode};
+use crate::snapshot::{SnapshotMeta, SnapshotPolicy, SnapshotStore};
 use crate::stream::{Cursor, Stream, StreamError, Subscription};
 
 /// What a successful command returns.
@@ -84,6 +88,8 @@ pub struct Stats {
     pub leadership: Leadership,
     /// The settings of the stream (from its Genesis record).
     pub settings: Option<Settings>,
+    /// Snapshots restored and taken.
+    pub snapshots: SnapshotStats,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -144,6 +150,8 @@ struct Shared<M: Model> {
     last_write: AtomicU64,
     caught_up_at: Mutex<Option<Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    snapshots: Option<SnapshotHooks<M>>,
+    snapshot_progress: snapshots::Progress,
 }
 
 /// Shuts the engine down when the last user-facing handle is dropped.
@@ -189,6 +197,18 @@ pub struct EngineBuilder<M: Model> {
     settings: Settings,
     skip: HashSet<CommandId>,
     config: LocalConfig,
+    snapshots: Option<SnapshotHooks<M>>,
+}
+
+impl<M: Model + serde::Serialize + serde::de::DeserializeOwned> EngineBuilder<M> {
+    /// Keeps snapshots of this node in `store`, taken by `policy` and on
+    /// demand ([`Engine::snapshot`]). At start the newest valid snapshot is
+    /// restored and only the log after it is replayed; a corrupt one is
+    /// reported and an older one used; with none valid, the whole log is replayed.
+    pub fn snapshots(mut self, store: impl SnapshotStore, policy: SnapshotPolicy) -> Self {
+        self.snapshots = Some(SnapshotHooks::new(Arc::new(store), policy));
+        self
+    }
 }
 
 impl<M: Model> EngineBuilder<M> {
@@ -206,6 +226,7 @@ impl<M: Model> EngineBuilder<M> {
             settings: Settings::default(),
             skip: HashSet::new(),
             config: LocalConfig::default(),
+            snapshots: None,
         }
     }
 
@@ -289,7 +310,28 @@ impl<M: Model> EngineBuilder<M> {
             )));
         }
         let startup_timeout = self.config.startup_timeout;
-        let subscription = tokio::time::timeout(startup_timeout, self.stream.subscribe(None))
+        let mut model = self.model;
+        let mut replicated = Replicated::default();
+        let mut snapshot_progress = SnapshotProgress::default();
+        if let Some(hooks) = &self.snapshots {
+            let rejected = &mut snapshot_progress.stats.rejected_at_start;
+            match snapshots::restore(hooks, &self.settings, rejected).await? {
+                Some(restored) => {
+                    tracing::info!(applied_index = restored.meta.applied_index, cursor = ?restored.meta.cursor, "restored a snapshot; replaying the log after it");
+                    model = restored.model;
+                    replicated = restored.replicated;
+                    snapshot_progress.index_at_last = restored.meta.applied_index;
+                    snapshot_progress.stats.restored_from = Some(restored.meta);
+                }
+                None => tracing::info!("no usable snapshot; replaying the whole log"),
+            }
+        }
+        let after = replicated.cursor.clone();
+        let initial_progress = Progress {
+            applied_index: replicated.applied_index,
+            cursor: replicated.cursor.clone(),
+        };
+        let subscription = tokio::time::timeout(startup_timeout, self.stream.subscribe(after))
             .await
             .map_err(|_| Error::Timeout {
                 waiting_for: format!("a subscription to {}", self.stream.describe()),
@@ -304,17 +346,19 @@ impl<M: Model> EngineBuilder<M> {
             config: self.config,
             frame_limit,
             exact_head: caps.exact_head,
-            model: RwLock::new(self.model),
-            state: Mutex::new(Replicated::default()),
+            model: RwLock::new(model),
+            state: Mutex::new(replicated),
             counters: Mutex::new(Counters::default()),
             waiters: Mutex::new(HashMap::new()),
-            progress: watch::channel(Progress::default()).0,
+            progress: watch::channel(initial_progress).0,
             status: watch::channel(Status::Starting).0,
             shutdown: watch::channel(false).0,
             submit,
             last_write: AtomicU64::new(0),
             caught_up_at: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
+            snapshots: self.snapshots,
+            snapshot_progress: Mutex::new(snapshot_progress),
         });
         let apply_task = tokio::spawn(apply_loop(Arc::clone(&shared), subscription));
         let writer_task = tokio::spawn(writer::writer_loop(
@@ -558,6 +602,32 @@ impl<M: Model> Engine<M> {
             dedup_window_len: state.dedup.len(),
             leadership: state.leadership.clone(),
             settings: state.genesis.clone(),
+            snapshots: shared.snapshot_progress.lock().stats.clone(),
+        }
+    }
+
+    /// Takes a snapshot now and waits until it is stored. Queries go on
+    /// meanwhile; applying pauses only while the state is serialized.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when no snapshot store is configured or the model
+    /// cannot be serialized; the store's I/O errors; a halted engine.
+    pub async fn snapshot(&self) -> Result<SnapshotMeta, Error> {
+        self.shared.check_running()?;
+        let hooks = self.shared.snapshots.as_ref().ok_or_else(|| {
+            Error::Config("no snapshot store configured (EngineBuilder::snapshots)".into())
+        })?;
+        let (meta, body) = self.shared.capture_snapshot(hooks)?;
+        match hooks.store.save(&meta, body).await {
+            Ok(()) => {
+                self.shared.snapshot_saved(&meta);
+                Ok(meta)
+            }
+            Err(e) => {
+                snapshots::report_failure(&self.shared.snapshot_progress, &e);
+                Err(Error::Config(format!("writing the snapshot failed: {e}")))
+            }
         }
     }
 
@@ -773,6 +843,70 @@ impl<M: Model> Shared<M> {
         });
     }
 
+    /// Serializes the state at a record boundary (the apply loop waits meanwhile).
+    fn capture_snapshot(&self, hooks: &SnapshotHooks<M>) -> Result<(SnapshotMeta, Vec<u8>), Error> {
+        let started = Instant::now();
+        let captured = {
+            let state = self.state.lock();
+            let model = self.model.read();
+            snapshots::encode(hooks, &self.node_id, &state, &model)?
+        };
+        let mut progress = self.snapshot_progress.lock();
+        progress.stats.last_pause = Some(started.elapsed());
+        progress.index_at_last = captured.0.applied_index;
+        progress.bytes_since = 0;
+        progress.last_at = Instant::now();
+        Ok(captured)
+    }
+
+    fn snapshot_saved(&self, meta: &SnapshotMeta) {
+        let mut progress = self.snapshot_progress.lock();
+        progress.writing = false;
+        progress.stats.taken += 1;
+        if progress
+            .stats
+            .last_taken
+            .as_ref()
+            .is_none_or(|l| l.applied_index <= meta.applied_index)
+        {
+            progress.stats.last_taken = Some(meta.clone());
+        }
+    }
+
+    /// Takes a snapshot when the policy says so; the write happens in the background.
+    fn after_record(self: &Arc<Self>, record_bytes: usize) {
+        let Some(hooks) = &self.snapshots else { return };
+        let applied_index = self.progress.borrow().applied_index;
+        {
+            let mut progress = self.snapshot_progress.lock();
+            progress.bytes_since += record_bytes as u64;
+            if !progress.due(&hooks.policy, applied_index) {
+                return;
+            }
+            progress.writing = true;
+        }
+        let (meta, body) = match self.capture_snapshot(hooks) {
+            Ok(captured) => captured,
+            Err(e) => {
+                tracing::error!(error = %e, "taking a snapshot failed");
+                let mut progress = self.snapshot_progress.lock();
+                progress.writing = false;
+                progress.stats.failed += 1;
+                return;
+            }
+        };
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let Some(hooks) = &shared.snapshots else {
+                return;
+            };
+            match hooks.store.save(&meta, body).await {
+                Ok(()) => shared.snapshot_saved(&meta),
+                Err(e) => snapshots::report_failure(&shared.snapshot_progress, &e),
+            }
+        });
+    }
+
     fn apply_record(&self, record: crate::stream::Record) -> Result<(), HaltReason> {
         let mut outcomes: Outcomes<M> = Vec::new();
         let result = {
@@ -927,10 +1061,12 @@ async fn apply_loop<M: Model>(shared: Arc<Shared<M>>, mut subscription: Box<dyn 
         match next {
             Ok(Some(record)) => {
                 failures = 0;
+                let bytes = record.payload.len();
                 if let Err(reason) = shared.apply_record(record) {
                     shared.halt(reason);
                     return;
                 }
+                shared.after_record(bytes);
             }
             Ok(None) => {
                 tracing::info!(node = %shared.node_id, "stream closed; engine stops");

@@ -1,0 +1,214 @@
+//! Taking and restoring snapshots from inside the engine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::apply::{Replicated, check_settings};
+use crate::envelope::NodeId;
+use crate::error::Error;
+use crate::model::Model;
+use crate::settings::Settings;
+use crate::snapshot::{SnapshotError, SnapshotMeta, SnapshotPolicy, SnapshotStore};
+
+type Encode<M> = fn(&M) -> Result<serde_json::Value, serde_json::Error>;
+type Decode<M> = fn(serde_json::Value) -> Result<M, serde_json::Error>;
+
+/// A store, a policy, and how to (de)serialize the model.
+pub(crate) struct SnapshotHooks<M> {
+    pub(crate) store: Arc<dyn SnapshotStore>,
+    pub(crate) policy: SnapshotPolicy,
+    encode: Encode<M>,
+    decode: Decode<M>,
+}
+
+impl<M> std::fmt::Debug for SnapshotHooks<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotHooks")
+            .field("store", &self.store)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<M: Model + Serialize + DeserializeOwned> SnapshotHooks<M> {
+    pub(crate) fn new(store: Arc<dyn SnapshotStore>, policy: SnapshotPolicy) -> Self {
+        Self {
+            store,
+            policy,
+            encode: |m| serde_json::to_value(m),
+            decode: serde_json::from_value,
+        }
+    }
+}
+
+/// What this node did with snapshots: for stats and operators.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct SnapshotStats {
+    /// The snapshot this node started from, if any.
+    pub restored_from: Option<SnapshotMeta>,
+    /// Snapshots that could not be used at start, with the reason.
+    pub rejected_at_start: Vec<String>,
+    /// The newest snapshot this node wrote.
+    pub last_taken: Option<SnapshotMeta>,
+    /// How long applying paused to capture the last snapshot (serialization).
+    pub last_pause: Option<Duration>,
+    /// Snapshots written since start.
+    pub taken: u64,
+    /// Snapshot writes that failed since start.
+    pub failed: u64,
+}
+
+/// Policy bookkeeping.
+#[derive(Debug)]
+pub(crate) struct SnapshotProgress {
+    pub(crate) index_at_last: u64,
+    pub(crate) bytes_since: u64,
+    pub(crate) last_at: Instant,
+    pub(crate) writing: bool,
+    pub(crate) stats: SnapshotStats,
+}
+
+impl Default for SnapshotProgress {
+    fn default() -> Self {
+        Self {
+            index_at_last: 0,
+            bytes_since: 0,
+            last_at: Instant::now(),
+            writing: false,
+            stats: SnapshotStats::default(),
+        }
+    }
+}
+
+impl SnapshotProgress {
+    pub(crate) fn due(&self, policy: &SnapshotPolicy, applied_index: u64) -> bool {
+        if self.writing {
+            return false;
+        }
+        let by_count = policy
+            .every_envelopes
+            .is_some_and(|n| applied_index.saturating_sub(self.index_at_last) >= n);
+        let by_bytes = policy.every_bytes.is_some_and(|n| self.bytes_since >= n);
+        let by_time = policy
+            .interval
+            .is_some_and(|d| self.last_at.elapsed() >= d && applied_index > self.index_at_last);
+        by_count || by_bytes || by_time
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BodyIn {
+    meta: SnapshotMeta,
+    replicated: Replicated,
+    model: serde_json::Value,
+}
+
+/// A restored state.
+pub(crate) struct Restored<M> {
+    pub(crate) model: M,
+    pub(crate) replicated: Replicated,
+    pub(crate) meta: SnapshotMeta,
+}
+
+/// Finds the newest snapshot that loads, verifies, decodes and matches the
+/// local settings. Corrupt ones are reported and skipped.
+pub(crate) async fn restore<M>(
+    hooks: &SnapshotHooks<M>,
+    local: &Settings,
+    rejected: &mut Vec<String>,
+) -> Result<Option<Restored<M>>, Error> {
+    let listed = hooks
+        .store
+        .list()
+        .await
+        .map_err(|e| Error::Config(format!("cannot list snapshots: {e}")))?;
+    for stored in listed {
+        let body = match hooks.store.load(&stored).await {
+            Ok(body) => body,
+            Err(e @ SnapshotError::UnknownVersion { .. }) => {
+                return Err(Error::Config(format!("{e}; upgrade this node")));
+            }
+            Err(e) => {
+                tracing::warn!(snapshot = %stored.location, error = %e, "skipping an unusable snapshot");
+                rejected.push(e.to_string());
+                continue;
+            }
+        };
+        let parsed: BodyIn = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                let why = format!("snapshot {} does not decode: {e}", stored.location);
+                tracing::warn!(%why, "skipping an unusable snapshot");
+                rejected.push(why);
+                continue;
+            }
+        };
+        let model = match (hooks.decode)(parsed.model) {
+            Ok(m) => m,
+            Err(e) => {
+                let why = format!(
+                    "snapshot {} holds a model this build cannot decode: {e}",
+                    stored.location
+                );
+                tracing::warn!(%why, "skipping an unusable snapshot");
+                rejected.push(why);
+                continue;
+            }
+        };
+        if let Some(genesis) = &parsed.replicated.genesis {
+            check_settings(local, genesis).map_err(Error::Halted)?;
+        }
+        return Ok(Some(Restored {
+            model,
+            replicated: parsed.replicated,
+            meta: parsed.meta,
+        }));
+    }
+    Ok(None)
+}
+
+/// Serializes the state into a snapshot body. Runs under the engine's locks:
+/// the time it takes is the pause applying sees.
+pub(crate) fn encode<M>(
+    hooks: &SnapshotHooks<M>,
+    node_id: &NodeId,
+    replicated: &Replicated,
+    model: &M,
+) -> Result<(SnapshotMeta, Vec<u8>), Error> {
+    let model = (hooks.encode)(model)
+        .map_err(|e| Error::Config(format!("the model cannot be serialized: {e}")))?;
+    let mut meta = SnapshotMeta {
+        node_id: node_id.clone(),
+        applied_index: replicated.applied_index,
+        cursor: replicated.cursor.clone(),
+        taken_at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        bytes: 0,
+    };
+    let body = serde_json::to_vec(&serde_json::json!({
+        "meta": &meta,
+        "replicated": replicated,
+        "model": model,
+    }))
+    .map_err(|e| Error::Config(format!("the snapshot cannot be serialized: {e}")))?;
+    meta.bytes = body.len() as u64;
+    Ok((meta, body))
+}
+
+/// Where the last snapshot stands, shared between the apply loop and callers.
+pub(crate) type Progress = Mutex<SnapshotProgress>;
+
+/// Reports a failed write without failing the engine: the log still holds everything.
+pub(crate) fn report_failure(progress: &Progress, error: &SnapshotError) {
+    tracing::error!(%error, "writing a snapshot failed; the log still holds everything");
+    let mut p = progress.lock();
+    p.writing = false;
+    p.stats.failed += 1;
+}
