@@ -274,7 +274,7 @@ impl Stream for KinesisStream {
         let mut subscription = KinesisSubscription::new(
             self.inner.client.clone(),
             self.inner.config.clone(),
-            self.inner.shard_id.clone(),
+            &shard,
             start,
         );
         // Now rather than on the first `next`, so that a cursor Kinesis

@@ -6,7 +6,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
 use bytes::Bytes;
 use memstate_core::{Cursor, Record, StreamError, Subscription};
 use tokio::time::Instant;
@@ -54,6 +54,9 @@ pub(crate) struct KinesisSubscription {
     client: Client,
     config: KinesisConfig,
     shard_id: String,
+    /// The first sequence number the shard could hold; older cursors never
+    /// belonged to it.
+    shard_start: Option<String>,
     position: Position,
     iterator: Option<String>,
     buffer: VecDeque<Record>,
@@ -75,16 +78,14 @@ impl fmt::Debug for KinesisSubscription {
 }
 
 impl KinesisSubscription {
-    pub(crate) fn new(
-        client: Client,
-        config: KinesisConfig,
-        shard_id: String,
-        start: Start,
-    ) -> Self {
+    pub(crate) fn new(client: Client, config: KinesisConfig, shard: &Shard, start: Start) -> Self {
         let pacer = Pacer::new(config.min_poll_interval, config.max_poll_interval);
         Self {
             client,
-            shard_id,
+            shard_id: shard.shard_id().to_owned(),
+            shard_start: shard
+                .sequence_number_range()
+                .map(|range| range.starting_sequence_number().to_owned()),
             position: match start {
                 Start::TrimHorizon => Position::TrimHorizon,
                 Start::VerifyAt(sequence) => Position::VerifyAt(sequence),
@@ -144,17 +145,41 @@ impl KinesisSubscription {
     }
 
     fn iterator_error(&self, err: KinesisError) -> StreamError {
-        match (&self.position, err.code()) {
-            (Position::VerifyAt(sequence), Some("InvalidArgumentException")) => {
-                StreamError::InvalidCursor {
-                    cursor: sequence.clone(),
-                    reason: format!(
-                        "Kinesis refused it as a position in shard {}: {err}",
-                        self.shard_id
-                    ),
-                }
-            }
-            _ => err.into_read_error(self.name()),
+        let sequence = match &self.position {
+            Position::TrimHorizon => return err.into_read_error(self.name()),
+            Position::VerifyAt(sequence) | Position::After(sequence) => sequence,
+        };
+        let record_missing = match &err {
+            // kinesis-mock's answer for a sequence number with no record.
+            KinesisError::StreamNotFound { message, .. } => message.contains("SequenceNumber"),
+            KinesisError::Refused { code, .. } => code == "InvalidArgumentException",
+            _ => false,
+        };
+        if !record_missing {
+            return err.into_read_error(self.name());
+        }
+        let before_shard = self
+            .shard_start
+            .as_deref()
+            .is_some_and(|start| compare_sequence_numbers(sequence, start).is_lt());
+        if before_shard || matches!(err, KinesisError::Refused { .. }) {
+            return StreamError::InvalidCursor {
+                cursor: sequence.clone(),
+                reason: format!(
+                    "not a position in shard {} of stream {:?} (a cursor of another stream?): {err}",
+                    self.shard_id,
+                    self.name()
+                ),
+            };
+        }
+        StreamError::HistoryTruncated {
+            name: self.name().to_owned(),
+            reason: format!(
+                "Kinesis has no record with sequence number {sequence} in shard {}: it expired with \
+                 the retention period (records after it may be gone too), or the cursor comes from \
+                 another stream: {err}",
+                self.shard_id
+            ),
         }
     }
 

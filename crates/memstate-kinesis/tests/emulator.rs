@@ -265,3 +265,15 @@ async fn reopened_stream_returns_everything_appended_before() {
     );
     reopened.delete().await.unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs a Kinesis emulator: set MEMSTATE_KINESIS_ENDPOINT (integration-tests/scripts/kinesis.sh start) and run with --ignored"]
+async fn cursor_that_never_belonged_to_the_stream_is_refused() {
+    let stream = fresh_stream().await;
+    stream.append(vec![Bytes::from_static(b"x")]).await.unwrap();
+
+    let err = stream.subscribe(Some(Cursor::new("1"))).await.unwrap_err();
+
+    assert!(matches!(err, StreamError::InvalidCursor { .. }), "{err:?}");
+    stream.delete().await.unwrap();
+}

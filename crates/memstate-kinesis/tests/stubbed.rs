@@ -761,3 +761,32 @@ async fn throttled_iterator_request_after_expiry_backs_off_and_resumes() {
         "one throttled request, then one that succeeds"
     );
 }
+
+#[tokio::test]
+async fn cursor_whose_record_is_gone_is_truncated_history_at_subscribe() {
+    let (describe, list) = (active_stream(), one_open_shard());
+    // kinesis-mock's answer for a sequence number it has no record for.
+    let missing = mock!(Client::get_shard_iterator)
+        .sequence()
+        .http_status(
+            400,
+            error_body(
+                "ResourceNotFoundException",
+                "Unable to find record with provided SequenceNumber",
+            ),
+        )
+        .build();
+    let stream = KinesisStream::with_client(client(&[&describe, &list, &missing]), config())
+        .await
+        .unwrap();
+
+    let err = stream
+        .subscribe(Some(Cursor::new(SEQ_1)))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(&err, StreamError::HistoryTruncated { reason, .. } if reason.contains(SEQ_1)),
+        "{err:?}"
+    );
+}
