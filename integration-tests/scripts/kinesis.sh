@@ -16,6 +16,11 @@
 #   KINESIS_MOCK_PLAIN_PORT   plain-HTTP port (default 14567): the one the tests use
 #   KINESIS_MOCK_TLS_PORT     TLS port (default 14568; rustls rejects its self-signed certificate)
 #   MEMSTATE_KINESIS_START_TIMEOUT  seconds to wait for readiness (default 60)
+#   KINESIS_MOCK_LOG_LEVEL    emulator log level (default WARN: handled errors, with stack traces)
+#
+# The emulator is started with stream creation/deletion delays of 10 ms (tests
+# create a fresh stream per case), a shard limit of 100000 (its default of 50
+# would cap the number of one-shard streams alive at once), no persistence.
 #
 # kinesis-local is kinesis-mock compiled to JavaScript: one main.js run by Node
 # (no Java), with its self-signed TLS certificate in server.json beside it.
