@@ -213,12 +213,21 @@ impl JournalReader {
             let Some(file) = &self.file else {
                 return Ok(None);
             };
-            let mut want = len.max(READ_CHUNK);
-            if let Some(l) = limit {
-                want = want.min(l - offset);
+            // Sealed segments are durable to their end; bound the read by the
+            // file's size so a damaged length field cannot make us allocate
+            // gigabytes.
+            let bound = match limit {
+                Some(l) => l,
+                None => file
+                    .metadata()
+                    .map_err(|e| FileStreamError::io("reading the size of", path, e))?
+                    .len(),
+            };
+            if end > bound {
+                return Ok(None);
             }
-            // `want` is at most max(len, READ_CHUNK), and `len` came from a
-            // u32 length field, so it fits in memory terms.
+            let want = len.max(READ_CHUNK).min(bound - offset);
+            // At most max(len, READ_CHUNK) and within the file: it fits.
             let mut buf = vec![0u8; usize::try_from(want).unwrap_or(usize::MAX)];
             let n = read_at(file, &mut buf, offset)
                 .map_err(|e| FileStreamError::io("reading segment", path, e))?;

@@ -654,3 +654,38 @@ async fn a_sealed_last_segment_gets_a_successor_and_the_head_is_found_behind_it(
     );
     assert_eq!(payloads(&take(&mut sub, 1).await), vec![b("again")]);
 }
+
+#[tokio::test]
+async fn a_damaged_length_in_a_sealed_segment_is_reported_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast(dir.path())
+        .with_max_record_size(64)
+        .with_segment_size(256);
+    let s = FileStream::open_with(config).await.unwrap();
+    let batch: Vec<Bytes> = (0..12).map(|i| b(&format!("{i:040}"))).collect();
+    let cursors = s.append(batch).await.unwrap();
+    let second = Position::from_cursor(&cursors[1]).unwrap();
+    assert_eq!(second.segment, 0);
+    assert!(Position::from_cursor(&cursors[11]).unwrap().segment > 0);
+    // A huge length in a segment that is already sealed.
+    let seg = segment_file(dir.path(), 0).canonicalize().unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(&0x7fff_fff0u32.to_le_bytes(), second.offset)
+        .unwrap();
+    let mut sub = s.subscribe(None).await.unwrap();
+    take(&mut sub, 1).await;
+    match sub.next().await {
+        Err(StreamError::Corrupt { location, .. }) => {
+            assert_eq!(
+                location,
+                format!("{} at offset {}", seg.display(), second.offset)
+            );
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // Asking again reports the same, it does not skip ahead.
+    assert!(matches!(sub.next().await, Err(StreamError::Corrupt { .. })));
+}
