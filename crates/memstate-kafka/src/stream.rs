@@ -97,11 +97,9 @@ impl KafkaStream {
     /// ```
     pub async fn connect(config: KafkaConfig) -> Result<Self, StreamError> {
         config.validate()?;
-        let created = if config.create_topic {
-            topic::create(&config, config.replication_factor).await?
-        } else {
-            false
-        };
+        if config.create_topic {
+            topic::create(&config, config.replication_factor).await?;
+        }
         let producer: FutureProducer = config.producer_config().create().map_err(|e| {
             StreamError::backend(
                 BACKEND,
@@ -112,7 +110,7 @@ impl KafkaStream {
         let name = config.topic.clone();
         let metadata_client = producer.clone();
         // A topic that was just created may take a moment to show in metadata.
-        topic::verify(&config, created || config.create_topic, move |timeout| {
+        topic::verify(&config, config.create_topic, move |timeout| {
             let metadata = metadata_client
                 .client()
                 .fetch_metadata(Some(&name), timeout)?;

@@ -21,6 +21,9 @@ use crate::error::{self, BACKEND, Error, request_error};
 /// call that should already have returned.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// The longest connect waits for the topic's configuration.
+const CONFIG_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Pause between metadata polls while a new topic propagates.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -240,14 +243,20 @@ pub(crate) async fn delete(config: &KafkaConfig) -> Result<bool, StreamError> {
 /// that nodes replaying later would not see), so it is refused; a finite
 /// retention only draws a warning, since snapshots may cover what it drops.
 ///
-/// A broker that does not answer (no `DescribeConfigs` permission, say) is
-/// not an error: the watermark checks still catch a truncated history.
+/// A broker that refuses or does not answer within 5 seconds (no
+/// `DescribeConfigs` permission, say) is not an error, only a warning: the
+/// watermark checks still catch a truncated history.
 pub(crate) async fn check_retention(config: &KafkaConfig) -> Result<(), StreamError> {
     let topic = config.topic.as_str();
     let admin = admin_client(config)?;
     let resource = ResourceSpecifier::Topic(topic);
-    let request = admin.describe_configs([&resource], &admin_options(config));
-    let described = match tokio::time::timeout(config.operation_timeout + GRACE, request).await {
+    // A broker answers this in milliseconds; one that never does (librdkafka's
+    // mock cluster, a proxy that drops the request) must not stall connect
+    // for a whole operation timeout on a check that is best-effort anyway.
+    let wait = config.operation_timeout.min(CONFIG_CHECK_TIMEOUT);
+    let options = AdminOptions::new().request_timeout(Some(wait));
+    let request = admin.describe_configs([&resource], &options);
+    let described = match tokio::time::timeout(wait, request).await {
         Ok(Ok(mut results)) if !results.is_empty() => results.swap_remove(0),
         Ok(Ok(_)) => return Ok(()),
         Ok(Err(e)) => {
