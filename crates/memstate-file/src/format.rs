@@ -140,6 +140,7 @@ pub(crate) fn seal_crc_ok(crc: u32) -> bool {
 /// The durable watermark: where the fsynced data ends and which record is the
 /// last one. Readers never read past `end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Watermark {
     /// The end of the durable data: the segment being written and the offset
     /// just past its last durable frame.
