@@ -24,6 +24,10 @@ test:
 test-unit:
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	@# Each adapter's own server tests are #[ignore]d unless its endpoint is named.
+	@if [ -n "$$MEMSTATE_KAFKA_BOOTSTRAP" ]; then set -x; $(CARGO) test -p memstate-kafka -- --ignored; fi
+	@if [ -n "$$MEMSTATE_KINESIS_ENDPOINT" ]; then set -x; $(CARGO) test -p memstate-kinesis -- --ignored; fi
+	@if [ -n "$$MEMSTATE_EVENTSTORE_URL" ]; then set -x; $(CARGO) test -p memstate-eventstore -- --ignored; fi
 
 bench:
 	$(CARGO) run --release -p memstate-cli -- bench

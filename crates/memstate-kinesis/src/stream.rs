@@ -12,7 +12,6 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{Shard, StreamMode, StreamModeDetails, StreamStatus};
 use bytes::Bytes;
 use memstate_core::{Capabilities, Cursor, Stream, StreamError, Subscription};
-use tokio::sync::RwLock;
 use tokio::time::Instant;
 
 use crate::config::KinesisConfig;
@@ -44,9 +43,6 @@ struct Inner {
     client: Client,
     config: KinesisConfig,
     shard_id: String,
-    /// Single-record appends share it; a multi-record append holds it alone so
-    /// that no other append of this process lands between its records.
-    append_order: RwLock<()>,
 }
 
 impl fmt::Debug for KinesisStream {
@@ -111,7 +107,6 @@ impl KinesisStream {
                 shard_id: shard.shard_id().to_owned(),
                 client,
                 config,
-                append_order: RwLock::new(()),
             }),
         })
     }
@@ -168,20 +163,16 @@ impl KinesisStream {
             .into_read_error(self.stream_name())
     }
 
-    /// Writes one record; `after` chains it behind the previous record of the
-    /// same append.
-    async fn put_record(&self, payload: Bytes, after: Option<&str>) -> Result<String, StreamError> {
+    /// Writes one record with `PutRecord`.
+    async fn put_record(&self, payload: Bytes) -> Result<String, StreamError> {
         let name = self.stream_name();
-        let mut request = self
+        let request = self
             .inner
             .client
             .put_record()
             .stream_name(name)
             .partition_key(PARTITION_KEY)
             .data(Blob::new(payload));
-        if let Some(previous) = after {
-            request = request.sequence_number_for_ordering(previous);
-        }
         let output = request.send().await.map_err(|e| {
             KinesisError::from_sdk("PutRecord", self.inner.config.request_timeout, e)
                 .into_write_error(name)
@@ -213,45 +204,25 @@ impl Stream for KinesisStream {
         Capabilities::new(MAX_RECORD_SIZE).with_exact_head(false)
     }
 
-    /// Writes each record with one `PutRecord` call, in order; returns their
-    /// sequence numbers.
+    /// Writes one record with one `PutRecord` call and returns its sequence
+    /// number.
     ///
-    /// The records of one call are chained with `SequenceNumberForOrdering`
-    /// and no other append of this process interleaves with them, but a writer
-    /// in another process may: several records land contiguously only when no
-    /// one else writes meanwhile. The engine appends one frame per call, which
-    /// is always contiguous.
+    /// Several records in one call are refused: Kinesis cannot keep them
+    /// contiguous when writers in other processes append to the same shard
+    /// (neither `PutRecords` nor chained `PutRecord` calls are atomic). The
+    /// engine appends one frame per call, which packs any number of commands.
     async fn append(&self, records: Vec<Bytes>) -> Result<Vec<Cursor>, StreamError> {
         self.capabilities().check_sizes(&records)?;
-        let count = records.len();
-        // Held until the append returns.
-        let (_exclusive, _shared);
-        if count > 1 {
-            _exclusive = self.inner.append_order.write().await;
-        } else {
-            _shared = self.inner.append_order.read().await;
-        }
-        let mut cursors: Vec<Cursor> = Vec::with_capacity(count);
-        for payload in records {
-            let previous = cursors.last().map(Cursor::as_str);
-            match self.put_record(payload, previous).await {
-                Ok(sequence) => cursors.push(Cursor::new(sequence)),
-                Err(err) if cursors.is_empty() => return Err(err),
-                Err(err) => {
-                    // Part of the batch is durable: the whole append is ambiguous.
-                    return Err(StreamError::Ambiguous {
-                        reason: format!(
-                            "{} of {count} records were written to stream {:?} (last at {}) before: {err}",
-                            cursors.len(),
-                            self.stream_name(),
-                            cursors.last().map(Cursor::as_str).unwrap_or_default(),
-                        ),
-                        source: Some(Box::new(err)),
-                    });
-                }
-            }
-        }
-        Ok(cursors)
+        let mut records = records.into_iter();
+        let (Some(payload), None) = (records.next(), records.next()) else {
+            return Err(StreamError::Unsupported(
+                "Kinesis appends take exactly one record: several records cannot be kept contiguous \
+                 when other writers append to the same shard (the engine packs commands into one frame per record)"
+                    .into(),
+            ));
+        };
+        let sequence = self.put_record(payload).await?;
+        Ok(vec![Cursor::new(sequence)])
     }
 
     async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {

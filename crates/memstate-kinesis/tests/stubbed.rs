@@ -190,40 +190,28 @@ async fn put_record_success_returns_the_sequence_number_as_the_cursor() {
 }
 
 #[tokio::test]
-async fn records_of_one_append_are_chained_in_order() {
-    let first = mock!(Client::put_record)
-        .match_requests(|req| req.sequence_number_for_ordering().is_none())
-        .then_output(|| {
-            PutRecordOutput::builder()
-                .shard_id(SHARD)
-                .sequence_number(SEQ_1)
-                .build()
-                .unwrap()
-        });
-    let second = mock!(Client::put_record)
-        .match_requests(|req| {
-            req.sequence_number_for_ordering() == Some(SEQ_1)
-                && req.data().map(|d| d.as_ref()) == Some(b"b".as_slice())
-        })
-        .then_output(|| {
-            PutRecordOutput::builder()
-                .shard_id(SHARD)
-                .sequence_number(SEQ_2)
-                .build()
-                .unwrap()
-        });
+async fn multi_record_appends_are_refused_before_any_call() {
+    let put = mock!(Client::put_record).then_output(|| {
+        PutRecordOutput::builder()
+            .shard_id(SHARD)
+            .sequence_number(SEQ_1)
+            .build()
+            .unwrap()
+    });
     let (describe, list) = (active_stream(), one_open_shard());
-    let stream = KinesisStream::with_client(client(&[&describe, &list, &first, &second]), config())
+    let stream = KinesisStream::with_client(client(&[&describe, &list, &put]), config())
         .await
         .unwrap();
 
-    let cursors = stream
+    let err = stream
         .append(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")])
         .await
-        .unwrap();
+        .unwrap_err();
 
-    assert_eq!(cursors, vec![Cursor::new(SEQ_1), Cursor::new(SEQ_2)]);
-    assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+    assert!(matches!(err, StreamError::Unsupported(_)), "{err:?}");
+    assert_eq!(put.num_calls(), 0, "nothing may be sent");
+    let empty = stream.append(Vec::new()).await.unwrap_err();
+    assert!(matches!(empty, StreamError::Unsupported(_)), "{empty:?}");
 }
 
 #[tokio::test]

@@ -5,12 +5,19 @@
 //! how to enable it. `MEMSTATE_REQUIRE=file,kafka,...` turns a skip into a
 //! failure.
 
+mod containers;
+mod eventstore;
 mod file;
+mod kafka;
+mod kinesis;
 mod memory;
 
 use std::sync::Arc;
 
+pub use eventstore::{EventStoreBackend, URL_ENV as EVENTSTORE_URL_ENV, eventstore};
 pub use file::FileBackend;
+pub use kafka::{BOOTSTRAP_ENV as KAFKA_BOOTSTRAP_ENV, KafkaBackend, kafka};
+pub use kinesis::{ENDPOINT_ENV as KINESIS_ENDPOINT_ENV, KinesisBackend, kinesis};
 pub use memory::MemoryBackend;
 
 use crate::fixture::Backend;
