@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 use memstate_core::Stream;
+use memstate_eventstore::{EventStoreConfig, EventStoreStream};
 use memstate_file::FileStream;
+use memstate_kafka::{KafkaConfig, KafkaStream};
+use memstate_kinesis::{KinesisConfig, KinesisStream};
 
 use crate::CliError;
 
@@ -16,6 +19,12 @@ pub enum BackendKind {
     File,
     /// In-process memory (for trying things; nothing is kept).
     Memory,
+    /// Apache Kafka (needs --bootstrap or MEMSTATE_KAFKA_BOOTSTRAP).
+    Kafka,
+    /// AWS Kinesis or an emulator (--endpoint or MEMSTATE_KINESIS_ENDPOINT for an emulator; AWS otherwise).
+    Kinesis,
+    /// EventStoreDB / KurrentDB (needs --url or MEMSTATE_EVENTSTORE_URL).
+    Eventstore,
 }
 
 /// Where the stream lives.
@@ -27,6 +36,18 @@ pub struct BackendArgs {
     /// File journal directory (default: a fresh temporary directory).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Kafka bootstrap servers.
+    #[arg(long, value_name = "HOST:PORT", env = "MEMSTATE_KAFKA_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+    /// Kinesis endpoint override (an emulator); static test credentials are then used.
+    #[arg(long, value_name = "URL", env = "MEMSTATE_KINESIS_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// EventStoreDB / KurrentDB connection string (esdb:// or kurrentdb://).
+    #[arg(long, value_name = "URL", env = "MEMSTATE_EVENTSTORE_URL")]
+    pub url: Option<String>,
+    /// Topic / stream name (default: a fresh unique name, created for the run).
+    #[arg(long, value_name = "NAME")]
+    pub stream_name: Option<String>,
 }
 
 /// An opened backend: a way to open clients of one stream.
@@ -40,6 +61,13 @@ pub struct Opened {
 enum OpenedKind {
     File(PathBuf),
     Memory(memstate_core::MemoryStream),
+    Kafka(KafkaConfig),
+    Kinesis(KinesisConfig),
+    EventStore(EventStoreConfig),
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
 impl Opened {
@@ -47,18 +75,36 @@ impl Opened {
     pub fn journal_dir(&self) -> Option<&std::path::Path> {
         match &self.kind {
             OpenedKind::File(dir) => Some(dir),
-            OpenedKind::Memory(_) => None,
+            _ => None,
         }
     }
 
     /// A new client of the stream, as a separate node would open it.
     pub async fn client(&self) -> Result<Arc<dyn Stream>, CliError> {
-        match &self.kind {
-            OpenedKind::File(dir) => Ok(Arc::new(FileStream::open(dir).await.map_err(|e| {
+        let failed = |what: &str, e: memstate_core::StreamError| {
+            CliError::Backend(format!("cannot open {what}: {e}"))
+        };
+        Ok(match &self.kind {
+            OpenedKind::File(dir) => Arc::new(FileStream::open(dir).await.map_err(|e| {
                 CliError::Backend(format!("cannot open the journal at {}: {e}", dir.display()))
-            })?)),
-            OpenedKind::Memory(m) => Ok(Arc::new(m.clone())),
-        }
+            })?),
+            OpenedKind::Memory(m) => Arc::new(m.clone()),
+            OpenedKind::Kafka(c) => Arc::new(
+                KafkaStream::connect(c.clone())
+                    .await
+                    .map_err(|e| failed("the Kafka topic", e))?,
+            ),
+            OpenedKind::Kinesis(c) => Arc::new(
+                KinesisStream::connect(c.clone())
+                    .await
+                    .map_err(|e| failed("the Kinesis stream", e))?,
+            ),
+            OpenedKind::EventStore(c) => Arc::new(
+                EventStoreStream::connect(c.clone())
+                    .await
+                    .map_err(|e| failed("the EventStoreDB stream", e))?,
+            ),
+        })
     }
 }
 
@@ -92,6 +138,64 @@ impl BackendArgs {
                 kind: OpenedKind::Memory(memstate_core::MemoryStream::new()),
                 _temp: None,
             }),
+            BackendKind::Kafka => {
+                let bootstrap = self.bootstrap.clone().ok_or_else(|| {
+                    CliError::Backend(
+                        "--backend kafka needs --bootstrap HOST:PORT (or MEMSTATE_KAFKA_BOOTSTRAP)"
+                            .into(),
+                    )
+                })?;
+                let topic = self
+                    .stream_name
+                    .clone()
+                    .unwrap_or_else(|| unique("memstate-demo"));
+                let config = KafkaConfig::new(bootstrap.clone(), topic.clone());
+                KafkaStream::create_topic(&config, 1).await.map_err(|e| {
+                    CliError::Backend(format!("cannot create Kafka topic {topic:?}: {e}"))
+                })?;
+                Ok(Opened {
+                    description: format!("Kafka topic {topic} at {bootstrap}"),
+                    kind: OpenedKind::Kafka(config),
+                    _temp: None,
+                })
+            }
+            BackendKind::Kinesis => {
+                let name = self
+                    .stream_name
+                    .clone()
+                    .unwrap_or_else(|| unique("memstate-demo"));
+                let config = match &self.endpoint {
+                    Some(endpoint) => KinesisConfig::emulator(endpoint.clone(), name.clone()),
+                    None => KinesisConfig::new(name.clone()).with_create_if_missing(true),
+                };
+                let where_ = config.endpoint_url.clone().unwrap_or_else(|| "AWS".into());
+                // Create it once, so the nodes' clients find it.
+                KinesisStream::connect(config.clone()).await.map_err(|e| {
+                    CliError::Backend(format!("cannot open Kinesis stream {name:?}: {e}"))
+                })?;
+                Ok(Opened {
+                    description: format!("Kinesis stream {name} at {where_}"),
+                    kind: OpenedKind::Kinesis(config.with_create_if_missing(false)),
+                    _temp: None,
+                })
+            }
+            BackendKind::Eventstore => {
+                let url = self.url.clone().ok_or_else(|| {
+                    CliError::Backend(
+                        "--backend eventstore needs --url esdb://... (or MEMSTATE_EVENTSTORE_URL)"
+                            .into(),
+                    )
+                })?;
+                let name = self
+                    .stream_name
+                    .clone()
+                    .unwrap_or_else(|| unique("memstate-demo"));
+                Ok(Opened {
+                    description: format!("EventStoreDB stream {name}"),
+                    kind: OpenedKind::EventStore(EventStoreConfig::new(url, name)),
+                    _temp: None,
+                })
+            }
         }
     }
 }

@@ -222,7 +222,7 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
             applied as f64 / records as f64
         );
     }
-    if args.backend.dir.is_none() {
+    if args.backend.dir.is_none() && opened.journal_dir().is_some() {
         println!("(the journal was in a temporary directory; pass --dir DIR to keep it)");
     }
     Ok(agree && ok)
