@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use memstate_core::{Consistency, Engine, EngineBuilder, ExecuteError};
+use memstate_core::{
+    Consistency, Engine, EngineBuilder, ExecuteError, FileSnapshotStore, SnapshotPolicy,
+};
 
 use crate::CliError;
 use crate::backend::BackendArgs;
@@ -44,6 +46,10 @@ pub struct DemoArgs {
     /// Seed of the transfer generator.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Each node snapshots its state every this many envelopes (the demo ends
+    /// by restarting a node from its snapshot and from the whole log).
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
     /// Print no progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -69,12 +75,14 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
         args.nodes, opened.description
     );
     let mut nodes: Vec<Engine<Bank>> = Vec::new();
+    let snapshot_root = tempfile::Builder::new()
+        .prefix("memstate-demo-snapshots-")
+        .tempdir()
+        .map_err(CliError::Io)?;
+    let snapshot_dir = |i: u16| snapshot_root.path().join(format!("node-{i}"));
+    let policy = SnapshotPolicy::every_envelopes(args.snapshot_every.max(1));
     for i in 0..args.nodes {
-        let stream = opened.client().await?;
-        let engine = EngineBuilder::with_shared_stream(Bank::default(), stream)
-            .node_id(format!("node-{i}"))
-            .start()
-            .await?;
+        let engine = node(&opened, i, snapshot_dir(i), policy.clone()).await?;
         nodes.push(engine);
     }
 
@@ -209,9 +217,46 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
         if ok { "yes" } else { "NO" }
     );
     let applied = nodes.first().map(|n| n.stats().applied_index).unwrap_or(0);
+    let hash_before = hashes.first().copied();
     for node in nodes {
         node.shutdown().await;
     }
+
+    // Restart node-0 twice: from its newest snapshot, then from nothing.
+    let started = Instant::now();
+    let restored = node(&opened, 0, snapshot_dir(0), policy.clone()).await?;
+    let from_snapshot = started.elapsed();
+    let stats = restored.stats();
+    let restored_hash = restored.query(Consistency::Local, Bank::state_hash).await?;
+    restored.shutdown().await;
+    let started = Instant::now();
+    let empty_dir = snapshot_root.path().join("none");
+    let replayed = node(&opened, 0, empty_dir, SnapshotPolicy::on_demand()).await?;
+    let full = started.elapsed();
+    let replayed_hash = replayed.query(Consistency::Local, Bank::state_hash).await?;
+    let replayed_commands = replayed.stats().commands_applied;
+    replayed.shutdown().await;
+    match &stats.snapshots.restored_from {
+        Some(meta) => println!(
+            "restart of node-0 from its snapshot at index {} ({} bytes): {}, replayed {} commands after it",
+            meta.applied_index,
+            meta.bytes,
+            ms(from_snapshot),
+            stats.commands_applied
+        ),
+        None => println!(
+            "restart of node-0: no snapshot was taken (run more than --snapshot-every envelopes)"
+        ),
+    }
+    println!(
+        "restart of node-0 from the whole log: {}, replayed {replayed_commands} commands",
+        ms(full)
+    );
+    let same = Some(restored_hash) == hash_before && Some(replayed_hash) == hash_before;
+    println!(
+        "state hash after both restarts equals the cluster's: {}",
+        if same { "yes" } else { "NO" }
+    );
     if let Some(report) = opened
         .journal_dir()
         .and_then(|dir| memstate_file::inspect::read_all(dir).ok())
@@ -225,7 +270,21 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
     if args.backend.dir.is_none() && opened.journal_dir().is_some() {
         println!("(the journal was in a temporary directory; pass --dir DIR to keep it)");
     }
-    Ok(agree && ok)
+    Ok(agree && ok && same)
+}
+
+async fn node(
+    opened: &crate::backend::Opened,
+    i: u16,
+    snapshots: std::path::PathBuf,
+    policy: SnapshotPolicy,
+) -> Result<Engine<Bank>, CliError> {
+    let stream = opened.client().await?;
+    Ok(EngineBuilder::with_shared_stream(Bank::default(), stream)
+        .node_id(format!("node-{i}"))
+        .snapshots(FileSnapshotStore::new(snapshots), policy)
+        .start()
+        .await?)
 }
 
 fn account(i: u32) -> String {

@@ -163,10 +163,12 @@ pub(crate) async fn restore<M>(
         if let Some(genesis) = &parsed.replicated.genesis {
             check_settings(local, genesis).map_err(Error::Halted)?;
         }
+        let mut meta = parsed.meta;
+        meta.bytes = body.len() as u64;
         return Ok(Some(Restored {
             model,
             replicated: parsed.replicated,
-            meta: parsed.meta,
+            meta,
         }));
     }
     Ok(None)
