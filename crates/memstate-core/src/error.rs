@@ -129,6 +129,20 @@ pub enum Error {
         /// The current epoch.
         epoch: u64,
     },
+    /// A [`Consistency::BoundedStaleness`](crate::Consistency::BoundedStaleness)
+    /// read could not be served: this node had not caught up with the stream
+    /// recently enough, and catching up failed (cut off from the stream, or
+    /// too far behind to finish within the read timeout).
+    #[error("cannot serve a read within staleness bound {bound:?}: this node last caught up with the stream {}, and catching up failed: {source}", caught_up_age.map(|a| format!("{a:?} ago")).unwrap_or_else(|| "never".into()))]
+    TooStale {
+        /// The bound the read asked for.
+        bound: Duration,
+        /// How long ago this node was last known to be caught up, if ever.
+        caught_up_age: Option<Duration>,
+        /// Why catching up failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// A wait ran out of time. For `execute`, the command may still be applied later.
     #[error("timed out after {after:?} waiting for {waiting_for}")]
     Timeout {

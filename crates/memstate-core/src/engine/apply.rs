@@ -47,6 +47,12 @@ pub(crate) struct Counters {
     pub(crate) duplicates_dropped: u64,
     pub(crate) bad_records_skipped: u64,
     pub(crate) commands_applied: u64,
+    /// Commands refused because they did not come from the current leader
+    /// in the current epoch (single-leader mode).
+    pub(crate) commands_fenced: u64,
+    /// Accepted claims and heartbeats of the current leader applied: each is
+    /// a sign of life the leadership driver measures silence from.
+    pub(crate) leader_signals: u64,
 }
 
 /// How an envelope ended, sent to the node that waits for it.
@@ -57,8 +63,10 @@ pub(crate) enum Completion<M: Model> {
         index: u64,
         result: Result<M::Output, M::Error>,
     },
-    /// A control envelope was applied.
-    Marker { index: u64 },
+    /// A control envelope was applied; `accepted` says whether it took effect
+    /// (a claim that won its epoch, a heartbeat of the current leader; sync
+    /// and Genesis markers always do).
+    Marker { index: u64, accepted: bool },
     /// The envelope was not applied.
     Failed(Error),
 }
@@ -166,8 +174,8 @@ impl<M: Model> Applier<'_, M> {
 
         let value = match envelope.body {
             Body::Control(control) => {
-                self.apply_control(&control, &envelope.origin, envelope.ts);
-                self.complete(envelope.id, Completion::Marker { index });
+                let accepted = self.apply_control(&control, &envelope.origin, envelope.ts);
+                self.complete(envelope.id, Completion::Marker { index, accepted });
                 return Ok(());
             }
             Body::Command(value) => value,
@@ -185,6 +193,7 @@ impl<M: Model> Applier<'_, M> {
                     leader: lead.leader.clone(),
                     epoch: lead.epoch,
                 };
+                self.counters.commands_fenced += 1;
                 self.complete(envelope.id, Completion::Failed(error));
                 return Ok(());
             }
@@ -255,25 +264,40 @@ impl<M: Model> Applier<'_, M> {
         Ok(())
     }
 
-    fn apply_control(&mut self, control: &Control, origin: &NodeId, ts: u64) {
+    /// Applies a control message; returns whether it took effect.
+    fn apply_control(&mut self, control: &Control, origin: &NodeId, ts: u64) -> bool {
         let lead = &mut self.state.leadership;
-        match control {
+        let leader_signal = match control {
             Control::AssumeLeadership { epoch } => {
                 // First claim in log order for the next epoch wins; every node
                 // sees the same order, so every node elects the same leader.
+                // A claim for an epoch already taken (or not yet reachable)
+                // changes nothing.
                 if *epoch == lead.epoch + 1 {
                     lead.epoch = *epoch;
                     lead.leader = Some(origin.clone());
                     lead.last_seen_ts = ts;
+                    true
+                } else {
+                    false
                 }
             }
             Control::Heartbeat { epoch } => {
+                // Only the current leader's heartbeat in its own epoch counts:
+                // a deposed leader that has not noticed yet is not alive as leader.
                 if *epoch == lead.epoch && lead.leader.as_ref() == Some(origin) {
                     lead.last_seen_ts = lead.last_seen_ts.max(ts);
+                    true
+                } else {
+                    false
                 }
             }
-            Control::Genesis(_) | Control::Sync => {}
+            Control::Genesis(_) | Control::Sync => return true,
+        };
+        if leader_signal {
+            self.counters.leader_signals += 1;
         }
+        leader_signal
     }
 }
 

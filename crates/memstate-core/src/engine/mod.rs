@@ -8,14 +8,19 @@
 //! before the stream has it: the stream's order is the only order.
 
 mod apply;
+mod leadership;
+mod reads;
 mod snapshots;
+mod tail;
 mod writer;
 
-use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use leadership::LeaderWatch;
+use tail::TailKnowledge;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -23,8 +28,10 @@ use tokio::task::JoinHandle;
 
 pub use apply::Leadership;
 use apply::{Applier, Completion, Counters, Outcomes, Replicated};
+pub use leadership::LeadershipConfig;
 pub use snapshots::SnapshotStats;
 use snapshots::{SnapshotHooks, SnapshotProgress};
+pub use tail::Lag;
 
 use crate::consistency::Consistency;
 use crate::envelope::{
@@ -72,8 +79,17 @@ pub struct Stats {
     pub applied_index: u64,
     /// The cursor of the last record applied.
     pub cursor: Option<Cursor>,
-    /// How long ago this node last learned the stream's tail and applied up to it.
+    /// How long ago this node was last known to have applied everything the
+    /// stream held (by its own clock): the age [`Consistency::BoundedStaleness`]
+    /// compares with its bound.
     pub caught_up_age: Option<Duration>,
+    /// The last tail of the stream this node learned: the exact head, or
+    /// where its own marker landed.
+    pub known_tail: Option<Cursor>,
+    /// How long ago it learned that tail.
+    pub known_tail_age: Option<Duration>,
+    /// Whether it has applied up to that tail.
+    pub lag: Lag,
     /// Envelopes dropped because their command id had been applied before.
     pub duplicates_dropped: u64,
     /// Records read again (same cursor) and ignored.
@@ -84,8 +100,16 @@ pub struct Stats {
     pub commands_applied: u64,
     /// Command ids in the de-duplication window.
     pub dedup_window_len: usize,
-    /// Leadership as the log decides it.
+    /// Leadership as the log decides it (epoch and leader).
     pub leadership: Leadership,
+    /// Whether this node is the leader, as far as it has applied the log.
+    pub is_leader: bool,
+    /// How long ago, on this node's clock, it applied the last accepted
+    /// claim or heartbeat of the current leader; `None` if it never has.
+    pub leader_silence: Option<Duration>,
+    /// Commands refused at apply time because they did not come from the
+    /// current leader in the current epoch (the same on every node).
+    pub commands_fenced: u64,
     /// The settings of the stream (from its Genesis record).
     pub settings: Option<Settings>,
     /// Snapshots restored and taken.
@@ -109,6 +133,7 @@ struct LocalConfig {
     max_frame_bytes: usize,
     queue_capacity: usize,
     resubscribe_attempts: u32,
+    leadership: Option<LeadershipConfig>,
 }
 
 impl Default for LocalConfig {
@@ -122,6 +147,7 @@ impl Default for LocalConfig {
             max_frame_bytes: usize::MAX,
             queue_capacity: 16 * 1024,
             resubscribe_attempts: 5,
+            leadership: None,
         }
     }
 }
@@ -148,7 +174,8 @@ struct Shared<M: Model> {
     shutdown: watch::Sender<bool>,
     submit: mpsc::Sender<Submission>,
     last_write: AtomicU64,
-    caught_up_at: Mutex<Option<Instant>>,
+    tail: Mutex<TailKnowledge>,
+    leader_watch: LeaderWatch,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     snapshots: Option<SnapshotHooks<M>>,
     snapshot_progress: snapshots::Progress,
@@ -292,6 +319,14 @@ impl<M: Model> EngineBuilder<M> {
         self
     }
 
+    /// Takes part in leader election (single-leader mode only): heartbeats
+    /// while leading, claims the next epoch after the leader's silence. Without
+    /// it, leadership changes only through [`Engine::claim_leadership`].
+    pub fn leadership(mut self, config: LeadershipConfig) -> Self {
+        self.config.leadership = Some(config);
+        self
+    }
+
     /// Replays the stream, then serves. Appends a Genesis record (this node's
     /// settings) and returns once it has read that record back, so every
     /// record written before the call is applied when it returns.
@@ -308,6 +343,9 @@ impl<M: Model> EngineBuilder<M> {
             return Err(Error::Config(format!(
                 "a frame limit of {frame_limit} bytes cannot hold any command"
             )));
+        }
+        if let Some(leadership) = &self.config.leadership {
+            leadership.validate(self.settings.write_mode)?;
         }
         let startup_timeout = self.config.startup_timeout;
         let mut model = self.model;
@@ -355,7 +393,8 @@ impl<M: Model> EngineBuilder<M> {
             shutdown: watch::channel(false).0,
             submit,
             last_write: AtomicU64::new(0),
-            caught_up_at: Mutex::new(None),
+            tail: Mutex::new(TailKnowledge::default()),
+            leader_watch: LeaderWatch::new(),
             tasks: Mutex::new(Vec::new()),
             snapshots: self.snapshots,
             snapshot_progress: Mutex::new(snapshot_progress),
@@ -382,7 +421,7 @@ impl<M: Model> EngineBuilder<M> {
             }),
             shared,
         };
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let marker = engine.shared.envelope(Body::Control(Control::Genesis(
             engine.shared.settings.clone(),
         )));
@@ -393,7 +432,7 @@ impl<M: Model> EngineBuilder<M> {
                     "the start marker resolved as a command".into(),
                 ));
             }
-            Ok(Completion::Marker { index }) => {
+            Ok(Completion::Marker { index, .. }) => {
                 tracing::debug!(index, "read this node's start marker back");
             }
             Ok(Completion::Failed(e)) | Err(e) => {
@@ -401,7 +440,7 @@ impl<M: Model> EngineBuilder<M> {
                 return Err(e);
             }
         }
-        *engine.shared.caught_up_at.lock() = Some(started);
+        engine.shared.tail.lock().caught_up(started);
         engine.shared.status.send_if_modified(|s| {
             if *s == Status::Starting {
                 *s = Status::Running;
@@ -411,6 +450,10 @@ impl<M: Model> EngineBuilder<M> {
             }
         });
         engine.shared.check_running()?;
+        if let Some(config) = engine.shared.config.leadership.clone() {
+            let driver = tokio::spawn(leadership::drive(Arc::clone(&engine.shared), config));
+            engine.shared.tasks.lock().push(driver);
+        }
         tracing::info!(node = %engine.shared.node_id, stream = %engine.shared.stream.describe(), applied_index = engine.shared.progress.borrow().applied_index, "engine started");
         Ok(engine)
     }
@@ -520,8 +563,10 @@ impl<M: Model> Engine<M> {
     ///
     /// # Errors
     ///
-    /// A timeout waiting for the level, a stream error while learning the
-    /// tail, or a halted or stopped engine.
+    /// A timeout waiting for the level (the node's read timeout bounds the
+    /// whole wait), a stream error while learning the tail,
+    /// [`Error::TooStale`] when a bounded-staleness read cannot be served,
+    /// or a halted or stopped engine.
     pub async fn query<R>(&self, level: Consistency, f: impl FnOnce(&M) -> R) -> Result<R, Error> {
         let own = self.shared.last_write.load(AtomicOrdering::Acquire);
         self.shared.wait_for(level, own).await?;
@@ -558,49 +603,30 @@ impl<M: Model> Engine<M> {
         }
     }
 
-    /// Appends a claim on the next leadership epoch and waits until it is read
-    /// back. Returns the epoch won.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotLeader`] when another node's claim for that epoch came
-    /// first; stream errors; a halted or stopped engine.
-    pub async fn claim_leadership(&self) -> Result<u64, Error> {
-        let shared = &self.shared;
-        let epoch = shared.state.lock().leadership.epoch + 1;
-        let claim = shared.envelope(Body::Control(Control::AssumeLeadership { epoch }));
-        shared.submit(claim, shared.config.execute_timeout).await?;
-        let lead = shared.state.lock().leadership.clone();
-        if lead.epoch >= epoch
-            && lead.leader.as_ref() == Some(&shared.node_id)
-            && lead.epoch == epoch
-        {
-            Ok(epoch)
-        } else {
-            Err(Error::NotLeader {
-                leader: lead.leader,
-                epoch: lead.epoch,
-            })
-        }
-    }
-
     /// A moment's view of this engine.
     pub fn stats(&self) -> Stats {
         let shared = &self.shared;
         let state = shared.state.lock();
         let counters = shared.counters.lock().clone();
+        let tail = shared.tail.lock();
         Stats {
             node_id: shared.node_id.clone(),
             status: shared.status.borrow().clone(),
             applied_index: state.applied_index,
             cursor: state.cursor.clone(),
-            caught_up_age: shared.caught_up_at.lock().map(|t| t.elapsed()),
+            caught_up_age: tail.caught_up_age(),
+            known_tail: tail.known().map(|(cursor, _)| cursor),
+            known_tail_age: tail.known().map(|(_, age)| age),
+            lag: tail.lag(state.cursor.as_ref(), shared.stream.as_ref()),
             duplicates_dropped: counters.duplicates_dropped,
             redeliveries_dropped: counters.redeliveries_dropped,
             bad_records_skipped: counters.bad_records_skipped,
             commands_applied: counters.commands_applied,
             dedup_window_len: state.dedup.len(),
             leadership: state.leadership.clone(),
+            is_leader: state.leadership.leader.as_ref() == Some(&shared.node_id),
+            leader_silence: shared.leader_watch.last_signal_age(),
+            commands_fenced: counters.commands_fenced,
             settings: state.genesis.clone(),
             snapshots: shared.snapshot_progress.lock().stats.clone(),
         }
@@ -923,6 +949,7 @@ impl<M: Model> Shared<M> {
                 outcomes: &mut outcomes,
             };
             let result = applier.apply_record(record);
+            self.leader_watch.observe(counters.leader_signals);
             let progress = Progress {
                 applied_index: state.applied_index,
                 cursor: state.cursor.clone(),
@@ -940,98 +967,6 @@ impl<M: Model> Shared<M> {
             }
         }
         result
-    }
-
-    async fn wait_for(&self, level: Consistency, own_last_write: u64) -> Result<(), Error> {
-        self.check_running()?;
-        match level {
-            Consistency::Local => Ok(()),
-            Consistency::ReadYourWrites => {
-                self.wait_until(
-                    |p| p.applied_index >= own_last_write,
-                    "this handle's writes",
-                )
-                .await
-            }
-            Consistency::AtLeast(index) => {
-                self.wait_until(
-                    |p| p.applied_index >= index,
-                    &format!("applied index {index}"),
-                )
-                .await
-            }
-            Consistency::Linearizable => self.catch_up_to_tail().await,
-            Consistency::BoundedStaleness(bound) => {
-                let fresh = self
-                    .caught_up_at
-                    .lock()
-                    .is_some_and(|t| t.elapsed() <= bound);
-                if fresh {
-                    Ok(())
-                } else {
-                    self.catch_up_to_tail().await
-                }
-            }
-        }
-    }
-
-    /// Learns the stream's tail, then waits until it is applied here.
-    async fn catch_up_to_tail(&self) -> Result<(), Error> {
-        let learned_at = Instant::now();
-        let timeout = self.config.read_timeout;
-        if self.exact_head {
-            let head = tokio::time::timeout(timeout, self.stream.head())
-                .await
-                .map_err(|_| Error::Timeout {
-                    waiting_for: format!("the head of {}", self.stream.describe()),
-                    after: timeout,
-                })??;
-            if let Some(head) = head {
-                let stream = Arc::clone(&self.stream);
-                self.wait_until(
-                    move |p| {
-                        p.cursor.as_ref().is_some_and(|c| {
-                            matches!(
-                                stream.compare_cursors(c, &head),
-                                Ok(Ordering::Greater | Ordering::Equal)
-                            )
-                        })
-                    },
-                    "the stream's head",
-                )
-                .await?;
-            }
-        } else {
-            let marker = self.envelope(Body::Control(Control::Sync));
-            self.submit(marker, timeout).await?;
-        }
-        let mut caught_up = self.caught_up_at.lock();
-        if caught_up.is_none_or(|t| t < learned_at) {
-            *caught_up = Some(learned_at);
-        }
-        Ok(())
-    }
-
-    async fn wait_until(&self, done: impl Fn(&Progress) -> bool, what: &str) -> Result<(), Error> {
-        let mut rx = self.progress.subscribe();
-        let timeout = self.config.read_timeout;
-        let wait = async {
-            loop {
-                self.check_running()?;
-                if done(&rx.borrow_and_update()) {
-                    return Ok(());
-                }
-                if rx.changed().await.is_err() {
-                    return Err(Error::ShutDown);
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| Error::Timeout {
-                waiting_for: what.to_owned(),
-                after: timeout,
-            })?
     }
 }
 
