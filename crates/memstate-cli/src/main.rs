@@ -2,10 +2,12 @@
 
 mod backend;
 mod bank;
+mod bench;
 mod conformance;
 mod demo;
 mod inspect;
 mod stats;
+mod truncate;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run the shared conformance suite against a backend.
     Conformance(conformance::ConformanceArgs),
+    /// Measure memstate against the raw backends and SQLite (results in target/bench/).
+    Bench(bench::BenchArgs),
+    /// Drop file-journal segments before every node's oldest snapshot (opt-in).
+    Truncate(truncate::TruncateArgs),
 }
 
 /// Errors the command reports before exiting non-zero.
@@ -66,6 +72,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Inspect(args) => inspect::run(&args),
             Command::Conformance(args) => conformance::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Truncate(args) => truncate::run(args).await,
         }
     });
     match result {

@@ -123,6 +123,26 @@ pub struct StoredSnapshot {
     pub location: String,
 }
 
+/// Loads, verifies and reads the metadata of a stored snapshot, without
+/// decoding its model (for tools such as `memstate truncate`).
+///
+/// # Errors
+///
+/// As [`SnapshotStore::load`], or [`SnapshotError::Encoding`] when the body
+/// holds no metadata.
+pub async fn load_meta(store: &dyn SnapshotStore, stored: &StoredSnapshot) -> Result<SnapshotMeta, SnapshotError> {
+    #[derive(Deserialize)]
+    struct MetaOnly {
+        meta: SnapshotMeta,
+    }
+    let body = store.load(stored).await?;
+    let parsed: MetaOnly = serde_json::from_slice(&body)
+        .map_err(|e| SnapshotError::Encoding(format!("snapshot {} has no readable metadata: {e}", stored.location)))?;
+    let mut meta = parsed.meta;
+    meta.bytes = body.len() as u64;
+    Ok(meta)
+}
+
 /// When snapshots are taken automatically. All triggers are optional; any
 /// one that fires takes a snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

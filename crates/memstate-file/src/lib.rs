@@ -11,6 +11,7 @@ mod reader;
 mod recovery;
 mod scan;
 mod stream;
+pub mod truncate;
 mod writer;
 
 pub use config::FileStreamConfig;
