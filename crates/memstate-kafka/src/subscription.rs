@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,6 +30,12 @@ pub(crate) struct KafkaSubscription {
     /// The offset of the next record to yield; anything below it was yielded.
     next_offset: i64,
     operation_timeout: Duration,
+    /// When the current run of connection errors began (reset by a record or
+    /// a successful check). Errors are checked at most once per
+    /// `operation_timeout`: librdkafka queues one per reconnect attempt while
+    /// nobody polls, and a broker check per queued error would delay the
+    /// records behind them by minutes after an outage.
+    trouble_since: Option<Instant>,
 }
 
 impl fmt::Debug for KafkaSubscription {
@@ -68,6 +74,7 @@ impl KafkaSubscription {
             topic: config.topic.clone(),
             next_offset: start,
             operation_timeout: config.operation_timeout,
+            trouble_since: None,
         })
     }
 
@@ -111,9 +118,10 @@ impl KafkaSubscription {
     }
 
     /// Decides what a consumer error means: a lost history or a lost topic
-    /// ends the subscription; a connection problem is checked (bounded) and
-    /// then waited out, as librdkafka reconnects on its own.
-    async fn handle_error(&self, error: KafkaError) -> Result<(), StreamError> {
+    /// ends the subscription; a connection problem is waited out, as
+    /// librdkafka reconnects on its own, unless it lasts an operation timeout
+    /// and the broker then fails a (bounded) check.
+    async fn handle_error(&mut self, error: KafkaError) -> Result<(), StreamError> {
         let code = error::code(&error);
         match code {
             Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset) => {
@@ -133,8 +141,15 @@ impl KafkaSubscription {
             ) => Err(self.failed(error)),
             _ if matches!(error, KafkaError::MessageConsumptionFatal(_)) => Err(self.failed(error)),
             _ => {
-                tracing::debug!(topic = %self.topic, %error, "Kafka consumer error; checking the broker");
-                self.check_alive().await
+                let since = *self.trouble_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < self.operation_timeout {
+                    tracing::debug!(topic = %self.topic, %error, "Kafka consumer error; librdkafka retries");
+                    return Ok(());
+                }
+                tracing::debug!(topic = %self.topic, %error, "Kafka consumer errors persist; checking the broker");
+                self.check_alive().await?;
+                self.trouble_since = None;
+                Ok(())
             }
         }
     }
@@ -159,6 +174,7 @@ impl Subscription for KafkaSubscription {
                 match tokio::time::timeout(self.operation_timeout, self.consumer.recv()).await {
                     Err(_quiet) => {
                         self.check_alive().await?;
+                        self.trouble_since = None;
                         continue;
                     }
                     Ok(received) => received,
@@ -174,6 +190,7 @@ impl Subscription for KafkaSubscription {
                         continue;
                     }
                     self.next_offset = offset + 1;
+                    self.trouble_since = None;
                     // A null value (a tombstone written by some other tool) is
                     // an empty payload: judging it is the engine's business.
                     let payload = message

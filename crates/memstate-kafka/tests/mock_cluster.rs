@@ -230,3 +230,42 @@ async fn concurrent_appends_through_one_handle_all_land_once() {
         Some(Cursor::new((offsets.len() - 1).to_string()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_resumes_soon_after_an_outage() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("outage", 1, 1).unwrap();
+    // Quick reconnects, so that the time measured below is the adapter's.
+    let config = config(&mock, "outage")
+        .with_operation_timeout(Duration::from_secs(10))
+        .with_property("reconnect.backoff.max.ms", "200");
+    let stream = KafkaStream::connect(config).await.unwrap();
+    stream.append(payloads(&["before"])).await.unwrap();
+    let mut subscription = stream.subscribe(None).await.unwrap();
+    assert_eq!(
+        &subscription.next().await.unwrap().unwrap().payload[..],
+        b"before"
+    );
+
+    // Down for a while nobody polls: librdkafka queues an error per retry.
+    mock.broker_down(-1).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    mock.broker_up(-1).unwrap();
+    stream.append(payloads(&["after"])).await.unwrap();
+
+    let started = Instant::now();
+    let record = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+        .await
+        .expect("the subscription must resume")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (record.cursor, &record.payload[..]),
+        (Cursor::new("1"), &b"after"[..])
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "resumed after {:?}",
+        started.elapsed()
+    );
+}
