@@ -2,6 +2,7 @@
 //! every adapter's output.
 
 mod engine;
+mod leadership;
 mod stream;
 
 use std::future::Future;
@@ -136,6 +137,22 @@ pub fn all() -> Vec<Case> {
         case!(
             engine::exactly_one_leader_wins_each_epoch,
             "§4 leader election through the stream"
+        ),
+        case!(
+            engine::linearizable_reads_see_every_write_completed_before_them,
+            "§4 linearizable reads under concurrent writers"
+        ),
+        case!(
+            leadership::nodes_started_together_elect_exactly_one_leader,
+            "§4 leader election: one winner per epoch"
+        ),
+        case!(
+            leadership::a_deposed_leaders_in_flight_commands_are_fenced_on_every_node,
+            "§4 fencing at apply time"
+        ),
+        case!(
+            leadership::a_follower_takes_over_when_the_leader_goes_silent,
+            "§4 failover"
         ),
         case!(engine::smoke_ten_thousand_commands, "§3 smoke"),
     ]
