@@ -633,7 +633,8 @@ impl<M: Model> Engine<M> {
     }
 
     /// Takes a snapshot now and waits until it is stored. Queries go on
-    /// meanwhile; applying pauses only while the state is serialized.
+    /// meanwhile; applying pauses only while the state is copied (a clone of
+    /// the model); serialization and I/O run off the engine.
     ///
     /// # Errors
     ///
@@ -644,17 +645,8 @@ impl<M: Model> Engine<M> {
         let hooks = self.shared.snapshots.as_ref().ok_or_else(|| {
             Error::Config("no snapshot store configured (EngineBuilder::snapshots)".into())
         })?;
-        let (meta, body) = self.shared.capture_snapshot(hooks)?;
-        match hooks.store.save(&meta, body).await {
-            Ok(()) => {
-                self.shared.snapshot_saved(&meta);
-                Ok(meta)
-            }
-            Err(e) => {
-                snapshots::report_failure(&self.shared.snapshot_progress, &e);
-                Err(Error::Config(format!("writing the snapshot failed: {e}")))
-            }
-        }
+        let captured = self.shared.capture_snapshot();
+        self.shared.write_snapshot(hooks, captured).await
     }
 
     /// Where the engine is in its life.
@@ -869,20 +861,55 @@ impl<M: Model> Shared<M> {
         });
     }
 
-    /// Serializes the state at a record boundary (the apply loop waits meanwhile).
-    fn capture_snapshot(&self, hooks: &SnapshotHooks<M>) -> Result<(SnapshotMeta, Vec<u8>), Error> {
+    /// Copies the state at a record boundary: applying waits only for the
+    /// copy (a clone of the model), not for serialization or I/O.
+    fn capture_snapshot(&self) -> (Replicated, M) {
         let started = Instant::now();
         let captured = {
             let state = self.state.lock();
             let model = self.model.read();
-            snapshots::encode(hooks, &self.node_id, &state, &model)?
+            (state.clone(), model.clone())
         };
         let mut progress = self.snapshot_progress.lock();
         progress.stats.last_pause = Some(started.elapsed());
         progress.index_at_last = captured.0.applied_index;
         progress.bytes_since = 0;
         progress.last_at = Instant::now();
-        Ok(captured)
+        captured
+    }
+
+    /// Serializes a captured state on a blocking thread and stores it.
+    async fn write_snapshot(
+        &self,
+        hooks: &SnapshotHooks<M>,
+        (state, model): (Replicated, M),
+    ) -> Result<SnapshotMeta, Error> {
+        let encoder = hooks.encoder();
+        let node_id = self.node_id.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            snapshots::encode(encoder, &node_id, &state, &model)
+        })
+        .await
+        .map_err(|e| Error::Config(format!("the snapshot task failed: {e}")))?;
+        let (meta, body) = match encoded {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                let mut progress = self.snapshot_progress.lock();
+                progress.writing = false;
+                progress.stats.failed += 1;
+                return Err(e);
+            }
+        };
+        match hooks.store.save(&meta, body).await {
+            Ok(()) => {
+                self.snapshot_saved(&meta);
+                Ok(meta)
+            }
+            Err(e) => {
+                snapshots::report_failure(&self.snapshot_progress, &e);
+                Err(Error::Config(format!("writing the snapshot failed: {e}")))
+            }
+        }
     }
 
     fn snapshot_saved(&self, meta: &SnapshotMeta) {
@@ -911,24 +938,13 @@ impl<M: Model> Shared<M> {
             }
             progress.writing = true;
         }
-        let (meta, body) = match self.capture_snapshot(hooks) {
-            Ok(captured) => captured,
-            Err(e) => {
-                tracing::error!(error = %e, "taking a snapshot failed");
-                let mut progress = self.snapshot_progress.lock();
-                progress.writing = false;
-                progress.stats.failed += 1;
-                return;
-            }
-        };
+        let captured = self.capture_snapshot();
         let shared = Arc::clone(self);
         tokio::spawn(async move {
-            let Some(hooks) = &shared.snapshots else {
-                return;
-            };
-            match hooks.store.save(&meta, body).await {
-                Ok(()) => shared.snapshot_saved(&meta),
-                Err(e) => snapshots::report_failure(&shared.snapshot_progress, &e),
+            if let Some(hooks) = &shared.snapshots
+                && let Err(e) = shared.write_snapshot(hooks, captured).await
+            {
+                tracing::error!(error = %e, "taking a snapshot failed; the log still holds everything");
             }
         });
     }

@@ -14,7 +14,7 @@ use crate::model::Model;
 use crate::settings::Settings;
 use crate::snapshot::{SnapshotError, SnapshotMeta, SnapshotPolicy, SnapshotStore};
 
-type Encode<M> = fn(&M) -> Result<serde_json::Value, serde_json::Error>;
+pub(crate) type Encode<M> = fn(&M) -> Result<serde_json::Value, serde_json::Error>;
 type Decode<M> = fn(serde_json::Value) -> Result<M, serde_json::Error>;
 
 /// A store, a policy, and how to (de)serialize the model.
@@ -31,6 +31,13 @@ impl<M> std::fmt::Debug for SnapshotHooks<M> {
             .field("store", &self.store)
             .field("policy", &self.policy)
             .finish()
+    }
+}
+
+impl<M> SnapshotHooks<M> {
+    /// The model's serializer, to run away from the engine's locks.
+    pub(crate) fn encoder(&self) -> Encode<M> {
+        self.encode
     }
 }
 
@@ -55,7 +62,7 @@ pub struct SnapshotStats {
     pub rejected_at_start: Vec<String>,
     /// The newest snapshot this node wrote.
     pub last_taken: Option<SnapshotMeta>,
-    /// How long applying paused to capture the last snapshot (serialization).
+    /// How long applying paused to copy the state for the last snapshot.
     pub last_pause: Option<Duration>,
     /// Snapshots written since start.
     pub taken: u64,
@@ -174,15 +181,15 @@ pub(crate) async fn restore<M>(
     Ok(None)
 }
 
-/// Serializes the state into a snapshot body. Runs under the engine's locks:
-/// the time it takes is the pause applying sees.
+/// Serializes a copy of the state into a snapshot body, on a blocking thread,
+/// away from the engine's locks.
 pub(crate) fn encode<M>(
-    hooks: &SnapshotHooks<M>,
+    encoder: Encode<M>,
     node_id: &NodeId,
     replicated: &Replicated,
     model: &M,
 ) -> Result<(SnapshotMeta, Vec<u8>), Error> {
-    let model = (hooks.encode)(model)
+    let model = encoder(model)
         .map_err(|e| Error::Config(format!("the model cannot be serialized: {e}")))?;
     let mut meta = SnapshotMeta {
         node_id: node_id.clone(),
