@@ -125,7 +125,8 @@ impl<M: Model> Shared<M> {
             }
             // The marker landed after everything the stream held at
             // `asked_at`, and it is applied: so is all of that.
-            if let Some(cursor) = self.state.lock().cursor.clone() {
+            let applied = self.state.lock().cursor.clone();
+            if let Some(cursor) = applied {
                 self.tail.lock().learned(cursor, asked_at);
             }
         }
