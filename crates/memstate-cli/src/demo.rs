@@ -218,6 +218,18 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
     );
     let applied = nodes.first().map(|n| n.stats().applied_index).unwrap_or(0);
     let hash_before = hashes.first().copied();
+    if let Some(first) = nodes.first() {
+        let snaps = first.stats().snapshots;
+        if let (Some(pause), Some(last)) = (snaps.last_pause, snaps.last_taken) {
+            println!(
+                "node-0 took {} snapshot(s); the last, at index {} ({} bytes), paused applying for {} while the state was copied",
+                snaps.taken,
+                last.applied_index,
+                last.bytes,
+                ms(pause)
+            );
+        }
+    }
     for node in nodes {
         node.shutdown().await;
     }
