@@ -1,0 +1,165 @@
+//! Kafka: the engine and the adapter on `KafkaStream`, against rdkafka
+//! itself: a `FutureProducer` with `acks=all` and idempotence (the adapter's
+//! durability settings, librdkafka's defaults otherwise) and a consumer
+//! reading every message back. A raw operation is done when the consumer has
+//! read its message, as an engine command is done when it is read back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use memstate_core::Stream;
+use memstate_kafka::{KafkaConfig, KafkaStream};
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use super::load::closed_loop;
+use super::tiers::{TierPoint, adapter_tier, engine_tier};
+use super::workload::{READ_BACK_TIMEOUT, Tag, Waiters, read_back, tagged_payload};
+use super::{BackendRun, Plan};
+
+/// The adapter's delivery timeout, used for the raw producer as well.
+const DELIVERY_TIMEOUT: Duration = KafkaConfig::DEFAULT_DELIVERY_TIMEOUT;
+
+/// Runs the three tiers, each on a fresh topic, and deletes the topics.
+///
+/// # Errors
+///
+/// Broker or engine failures, as text.
+pub(crate) async fn run(plan: &Plan, bootstrap: &str) -> Result<BackendRun, String> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let topics: Vec<KafkaConfig> = ["engine", "adapter", "raw"]
+        .iter()
+        .map(|tier| KafkaConfig::new(bootstrap, format!("memstate-bench-{tier}-{run_id}")))
+        .collect();
+    for config in &topics {
+        KafkaStream::create_topic(config, 1)
+            .await
+            .map_err(|e| format!("creating topic {}: {e}", config.topic))?;
+    }
+    let result = tiers(plan, &topics).await;
+    for config in &topics {
+        if let Err(e) = KafkaStream::delete_topic(config).await {
+            tracing::warn!(topic = %config.topic, error = %e, "could not delete a benchmark topic");
+        }
+    }
+    let (memstate, adapter, raw) = result?;
+    Ok(BackendRun::new(
+        "kafka",
+        format!("broker {bootstrap}, one partition per topic"),
+        memstate,
+        Some(adapter),
+        raw,
+    ))
+}
+
+type Tiers = (Vec<TierPoint>, Vec<TierPoint>, Vec<TierPoint>);
+
+async fn tiers(plan: &Plan, topics: &[KafkaConfig]) -> Result<Tiers, String> {
+    let connect = |config: &KafkaConfig| {
+        let config = config.clone();
+        async move {
+            KafkaStream::connect(config.clone())
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Stream>)
+                .map_err(|e| format!("connecting to topic {}: {e}", config.topic))
+        }
+    };
+    let [engine_topic, adapter_topic, raw_topic] = topics else {
+        return Err("three topics expected".into());
+    };
+    plan.progress("kafka: memstate (Engine::execute on KafkaStream)");
+    let memstate = engine_tier(connect(engine_topic).await?, "bench-kafka", plan).await?;
+    plan.progress("kafka: adapter (KafkaStream::append + subscription read-back)");
+    let adapter = adapter_tier(connect(adapter_topic).await?, plan).await?;
+    plan.progress("kafka: raw (rdkafka produce acks=all, idempotent + consumer)");
+    let raw = raw_tier(plan, &raw_topic.bootstrap_servers, &raw_topic.topic).await?;
+    Ok((memstate, adapter, raw))
+}
+
+async fn raw_tier(plan: &Plan, bootstrap: &str, topic: &str) -> Result<Vec<TierPoint>, String> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        )
+        .create()
+        .map_err(|e| format!("creating the raw producer: {e}"))?;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{topic}-reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| format!("creating the raw consumer: {e}"))?;
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .and_then(|()| consumer.assign(&assignment))
+        .map_err(|e| format!("assigning the raw consumer: {e}"))?;
+    let waiters = Waiters::default();
+    let reader_waiters = waiters.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            match consumer.recv().await {
+                Ok(message) => reader_waiters.seen(message.payload().unwrap_or_default()),
+                Err(e) => tracing::warn!(error = %e, "raw consumer error"),
+            }
+        }
+    });
+    let producer = Arc::new(producer);
+    let topic: Arc<str> = Arc::from(topic);
+    let mut points = Vec::new();
+    let mut failure = None;
+    for &clients in &plan.clients {
+        let size = plan.payload_size;
+        let (p, w, t) = (Arc::clone(&producer), waiters.clone(), Arc::clone(&topic));
+        let measured = closed_loop(clients, plan.budget, move |client, seq| {
+            let (producer, waiters, topic) = (Arc::clone(&p), w.clone(), Arc::clone(&t));
+            async move {
+                let tag = Tag {
+                    client: client as u64,
+                    seq,
+                };
+                let payload = tagged_payload(tag, size);
+                let rx = waiters.register(tag);
+                let record = FutureRecord::<(), [u8]>::to(&topic)
+                    .partition(0)
+                    .payload(&payload);
+                if let Err((e, _)) = producer
+                    .send(record, Timeout::After(DELIVERY_TIMEOUT))
+                    .await
+                {
+                    waiters.forget(tag);
+                    return Err(format!("raw produce failed: {e}"));
+                }
+                read_back(&waiters, tag, rx, READ_BACK_TIMEOUT).await
+            }
+        })
+        .await;
+        match measured {
+            Ok(m) => {
+                plan.progress(&format!(
+                    "raw      {clients:>3} clients: {:>9.0} messages/s",
+                    m.per_sec
+                ));
+                points.push(TierPoint::plain(m));
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    reader.abort();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(points),
+    }
+}

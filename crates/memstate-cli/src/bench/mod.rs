@@ -1,0 +1,322 @@
+//! `memstate bench`: memstate against the raw backends, and against SQLite.
+//!
+//! For every backend that is available (the file journal always; Kafka when
+//! `MEMSTATE_KAFKA_BOOTSTRAP` names a broker; Kinesis when
+//! `MEMSTATE_KINESIS_ENDPOINT` names an emulator), three tiers run the bank
+//! workload at each concurrency, one after the other in the same run:
+//!
+//! - `memstate`: `Engine::execute` of transfers (append, read back, apply);
+//! - `adapter`: the `Stream` trait alone, one command-sized record per append,
+//!   read back through a subscription;
+//! - `raw`: the backend's own client doing the same durable appends and reads.
+//!
+//! Beside them: SQLite doing the same transfers, replay speed from a journal
+//! of a million commands, queries while writes run, and memory per million
+//! accounts. Results go to `target/bench/<time>.json` and `latest.json`.
+//! See `docs/benchmarks.md`.
+
+mod file;
+mod kafka;
+mod kinesis;
+mod load;
+mod memory;
+mod query;
+mod replay;
+mod report;
+mod sqlite;
+mod tiers;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::CliError;
+use load::Budget;
+use report::{BackendRun, Machine, Report, Section};
+
+/// What `--only` can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// Engine, adapter and raw tiers on the file journal.
+    File,
+    /// Engine, adapter and raw tiers on Kafka.
+    Kafka,
+    /// Engine, adapter and raw tiers on Kinesis.
+    Kinesis,
+    /// SQLite doing the same transfers.
+    Sqlite,
+    /// Rebuilding state from a journal of a million commands.
+    Replay,
+    /// Resident memory per million accounts.
+    Memory,
+    /// Query throughput while writes run.
+    Query,
+}
+
+/// Measures memstate against the raw backends and SQLite.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Small counts and short windows: a smoke run of every part in well under a minute.
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only these parts (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Part>,
+    /// Seconds each measurement point is measured, after a fifth as much warm-up (default 4; --quick 0.5).
+    #[arg(long, value_name = "SECS", conflicts_with = "commands")]
+    pub duration: Option<f64>,
+    /// Instead of a time window: exactly this many operations per point, all measured.
+    #[arg(long, value_name = "N")]
+    pub commands: Option<u64>,
+    /// Concurrent clients of each point (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub clients: Vec<usize>,
+    /// Bank accounts the transfers move money between (default 1000; --quick 100).
+    #[arg(long, value_name = "N")]
+    pub accounts: Option<u64>,
+    /// Commands in the replay journal (default 1000000; --quick 20000).
+    #[arg(long, value_name = "N")]
+    pub replay_commands: Option<u64>,
+    /// Accounts built for the memory figure (default 1000000; --quick 100000).
+    #[arg(long, value_name = "N")]
+    pub memory_accounts: Option<u64>,
+    /// Kafka bootstrap servers; Kafka is not run without them.
+    #[arg(long, value_name = "HOST:PORT", env = "MEMSTATE_KAFKA_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+    /// Kinesis emulator endpoint; Kinesis is not run without it.
+    #[arg(long, value_name = "URL", env = "MEMSTATE_KINESIS_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Where the JSON results go.
+    #[arg(long, value_name = "DIR", default_value = "target/bench")]
+    pub out_dir: PathBuf,
+    /// Where journals and databases are written (default: a temporary
+    /// directory inside --out-dir, so on the same disk as the build, removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// What every part needs to know.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Plan {
+    pub clients: Vec<usize>,
+    #[serde(serialize_with = "budget_json")]
+    pub budget: Budget,
+    pub accounts: u64,
+    pub replay_commands: u64,
+    pub memory_accounts: u64,
+    /// Bytes of one raw operation: a one-command frame as the engine writes it.
+    pub payload_size: usize,
+}
+
+fn budget_json<S: serde::Serializer>(budget: &Budget, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(2))?;
+    match budget {
+        Budget::Time { warmup, measure } => {
+            map.serialize_entry("warmup_seconds", &warmup.as_secs_f64())?;
+            map.serialize_entry("measure_seconds", &measure.as_secs_f64())?;
+        }
+        Budget::Count(n) => {
+            map.serialize_entry("operations_per_point", n)?;
+        }
+    }
+    map.end()
+}
+
+impl Plan {
+    fn from_args(args: &BenchArgs) -> Result<Self, CliError> {
+        let budget = match (args.commands, args.duration) {
+            (Some(n), _) => Budget::Count(n.max(1)),
+            (None, Some(secs)) if !(secs.is_finite() && secs > 0.0) => {
+                return Err(CliError::Demo(format!(
+                    "--duration must be a positive number of seconds, not {secs}"
+                )));
+            }
+            (None, secs) => {
+                let measure =
+                    Duration::from_secs_f64(secs.unwrap_or(if args.quick { 0.5 } else { 4.0 }));
+                Budget::Time {
+                    warmup: measure / 5,
+                    measure,
+                }
+            }
+        };
+        let mut clients: Vec<usize> = args.clients.iter().map(|&c| c.max(1)).collect();
+        if clients.is_empty() {
+            clients = vec![1, 16, 64];
+        }
+        let pick = |given: Option<u64>, full: u64, quick: u64| {
+            given.unwrap_or(if args.quick { quick } else { full })
+        };
+        Ok(Self {
+            clients,
+            budget,
+            accounts: pick(args.accounts, 1000, 100).max(2),
+            replay_commands: pick(args.replay_commands, 1_000_000, 20_000).max(1),
+            memory_accounts: pick(args.memory_accounts, 1_000_000, 100_000),
+            payload_size: workload::command_frame_size("bench-file"),
+        })
+    }
+
+    /// A progress line on stderr (the table goes to stdout).
+    pub(crate) fn progress(&self, line: &str) {
+        eprintln!("  {line}");
+    }
+
+    /// Writer clients of the query part: the middle concurrency.
+    pub(crate) fn query_writers(&self) -> usize {
+        let mut sorted = self.clients.clone();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() / 2).copied().unwrap_or(16)
+    }
+}
+
+fn wanted(args: &BenchArgs, part: Part) -> bool {
+    args.only.is_empty() || args.only.contains(&part)
+}
+
+fn not_selected<T>() -> Section<T> {
+    Section::NotRun {
+        reason: "not selected by --only".into(),
+    }
+}
+
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Runs the selected parts, prints the table and writes the JSON.
+/// `Ok(false)` when a part that was asked for failed.
+///
+/// # Errors
+///
+/// Bad arguments, or the work directory or results cannot be written.
+pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
+    let plan = Plan::from_args(&args)?;
+    let started_at = report::utc_now();
+    let machine = Machine::probe();
+    if machine.build == "debug" {
+        eprintln!(
+            "memstate bench: this is a debug build; figures are not representative (use --release)"
+        );
+    }
+    std::fs::create_dir_all(&args.out_dir).map_err(CliError::Io)?;
+    let temp = match &args.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(CliError::Io)?;
+            tempfile::Builder::new()
+                .prefix("memstate-bench-")
+                .tempdir_in(dir)
+        }
+        None => tempfile::Builder::new()
+            .prefix("work-")
+            .tempdir_in(&args.out_dir),
+    }
+    .map_err(CliError::Io)?;
+    let work = temp.path().to_path_buf();
+    eprintln!(
+        "memstate bench: {} clients, payload {} bytes per command, work dir {}",
+        plan.clients
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("/"),
+        plan.payload_size,
+        work.display()
+    );
+
+    // Memory first: later parts leave freed memory the allocator would reuse.
+    let memory = if wanted(&args, Part::Memory) {
+        Section::from_result(memory::run(&plan))
+    } else {
+        not_selected()
+    };
+
+    let mut backends = Vec::new();
+    if wanted(&args, Part::File) {
+        let dir = work.join("file");
+        backends.push(match file::run(&plan, &dir).await {
+            Ok(run) => run,
+            Err(e) => BackendRun::failed("file", e),
+        });
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+    }
+    if wanted(&args, Part::Kafka) {
+        backends.push(match nonempty(&args.bootstrap) {
+            Some(bootstrap) => match kafka::run(&plan, bootstrap).await {
+                Ok(run) => run,
+                Err(e) => BackendRun::failed("kafka", e),
+            },
+            None => BackendRun::not_run(
+                "kafka",
+                "MEMSTATE_KAFKA_BOOTSTRAP is not set (make backends-up starts a local broker)",
+            ),
+        });
+    }
+    if wanted(&args, Part::Kinesis) {
+        backends.push(match nonempty(&args.endpoint) {
+            Some(endpoint) => match kinesis::run(&plan, endpoint).await {
+                Ok(run) => run,
+                Err(e) => BackendRun::failed("kinesis", e),
+            },
+            None => BackendRun::not_run(
+                "kinesis",
+                "MEMSTATE_KINESIS_ENDPOINT is not set (make backends-up starts the emulator)",
+            ),
+        });
+    }
+    if args.only.is_empty() {
+        backends.push(BackendRun::not_run(
+            "eventstore",
+            "no EventStoreDB/KurrentDB server runs on this machine, and no raw baseline is implemented for it",
+        ));
+    }
+
+    let sqlite = if wanted(&args, Part::Sqlite) {
+        plan.progress("sqlite: transfers as transactions (WAL, synchronous=FULL)");
+        let dir = work.join("sqlite");
+        let result = match std::fs::create_dir_all(&dir) {
+            Ok(()) => sqlite::run(&plan, &dir).await,
+            Err(e) => Err(format!("creating {}: {e}", dir.display())),
+        };
+        Section::from_result(result)
+    } else {
+        not_selected()
+    };
+    let replay = if wanted(&args, Part::Replay) {
+        Section::from_result(replay::run(&plan, &work).await)
+    } else {
+        not_selected()
+    };
+    let query = if wanted(&args, Part::Query) {
+        Section::from_result(query::run(&plan, &work).await)
+    } else {
+        not_selected()
+    };
+
+    let report = Report {
+        started_at,
+        finished_at: report::utc_now(),
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        machine,
+        plan: serde_json::to_value(&plan).unwrap_or_default(),
+        memory,
+        backends,
+        sqlite,
+        replay,
+        query,
+    };
+    print!("{}", report::table(&report));
+    let path = report::write(&report, &args.out_dir).map_err(CliError::Demo)?;
+    println!("\nresults: {} (and latest.json beside it)", path.display());
+    drop(temp);
+    let failed = report.memory.failed()
+        || report.sqlite.failed()
+        || report.replay.failed()
+        || report.query.failed()
+        || report.backends.iter().any(|b| b.outcome.failed());
+    Ok(!failed)
+}

@@ -1,0 +1,284 @@
+//! The two tiers every backend shares: the engine (`memstate`) and the
+//! adapter alone (`adapter`: the `Stream` trait, one command-sized record per
+//! append, read back through a subscription). The third tier, `raw`, is the
+//! backend's own client and lives in each backend's module.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use memstate_core::{
+    Capabilities, Cursor, Engine, EngineBuilder, Stream, StreamError, Subscription,
+};
+use serde::Serialize;
+
+use super::Plan;
+use super::load::{Measurement, closed_loop};
+use super::workload::{
+    READ_BACK_TIMEOUT, Tag, Waiters, execute, open_accounts, read_back, tagged_payload, transfer,
+};
+use crate::bank::Bank;
+
+/// One measured point of a tier, with what it wrote where that is known.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct TierPoint {
+    #[serde(flatten)]
+    pub measured: Measurement,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appends: Option<AppendStats>,
+}
+
+impl TierPoint {
+    pub(crate) fn plain(measured: Measurement) -> Self {
+        Self {
+            measured,
+            appends: None,
+        }
+    }
+}
+
+/// What one point appended, over its whole run (warm-up included).
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct AppendStats {
+    /// `Stream::append` calls.
+    pub appends: u64,
+    /// Records in them (the engine writes one frame per append).
+    pub records: u64,
+    /// Commands the clients completed meanwhile.
+    pub commands: u64,
+    /// Commands per append: how much group commit packed.
+    pub commands_per_append: f64,
+    /// Mean payload bytes per append.
+    pub bytes_per_append: f64,
+}
+
+/// Counts what goes through a stream, so group commit can be seen.
+#[derive(Debug)]
+pub(crate) struct CountingStream {
+    inner: Arc<dyn Stream>,
+    appends: AtomicU64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl CountingStream {
+    pub(crate) fn new(inner: Arc<dyn Stream>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            appends: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        })
+    }
+
+    fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.appends.load(Ordering::Relaxed),
+            self.records.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The counts since `before`, with `commands` completed meanwhile.
+    fn since(&self, before: (u64, u64, u64), commands: u64) -> AppendStats {
+        let (a, r, b) = self.snapshot();
+        let appends = a - before.0;
+        let per = |x: u64| {
+            if appends == 0 {
+                0.0
+            } else {
+                x as f64 / appends as f64
+            }
+        };
+        AppendStats {
+            appends,
+            records: r - before.1,
+            commands,
+            commands_per_append: per(commands),
+            bytes_per_append: per(b - before.2),
+        }
+    }
+}
+
+#[async_trait]
+impl Stream for CountingStream {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn append(&self, records: Vec<Bytes>) -> Result<Vec<Cursor>, StreamError> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        self.records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(
+            records.iter().map(|r| r.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
+        self.inner.append(records).await
+    }
+
+    async fn append_expecting(
+        &self,
+        records: Vec<Bytes>,
+        expected: Option<Cursor>,
+    ) -> Result<Vec<Cursor>, StreamError> {
+        self.inner.append_expecting(records, expected).await
+    }
+
+    async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {
+        self.inner.subscribe(after).await
+    }
+
+    async fn head(&self) -> Result<Option<Cursor>, StreamError> {
+        self.inner.head().await
+    }
+
+    fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<CmpOrdering, StreamError> {
+        self.inner.compare_cursors(a, b)
+    }
+}
+
+/// Starts a bank engine on `stream` and opens the plan's accounts.
+///
+/// # Errors
+///
+/// Engine start or account opening failures, as text.
+pub(crate) async fn start_bank(
+    stream: Arc<dyn Stream>,
+    node: &str,
+    plan: &Plan,
+) -> Result<Engine<Bank>, String> {
+    let engine = EngineBuilder::with_shared_stream(Bank::default(), stream)
+        .node_id(node)
+        .start()
+        .await
+        .map_err(|e| format!("starting the engine failed: {e}"))?;
+    open_accounts(&engine, plan.accounts, 256).await?;
+    Ok(engine)
+}
+
+/// The engine tier: bank transfers through `Engine::execute` at each
+/// concurrency of the plan.
+///
+/// # Errors
+///
+/// Engine failures, as text.
+pub(crate) async fn engine_tier(
+    stream: Arc<dyn Stream>,
+    node: &str,
+    plan: &Plan,
+) -> Result<Vec<TierPoint>, String> {
+    let counting = CountingStream::new(stream);
+    let engine = start_bank(Arc::clone(&counting) as Arc<dyn Stream>, node, plan).await?;
+    let mut points = Vec::new();
+    for &clients in &plan.clients {
+        let before = counting.snapshot();
+        let done = Arc::new(AtomicU64::new(0));
+        let (e, d, accounts) = (engine.clone(), Arc::clone(&done), plan.accounts);
+        let measured = closed_loop(clients, plan.budget, move |client, seq| {
+            let (engine, done) = (e.clone(), Arc::clone(&d));
+            async move {
+                execute(&engine, transfer(accounts, client, seq)).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .await;
+        let measured = match measured {
+            Ok(m) => m,
+            Err(e) => {
+                engine.shutdown().await;
+                return Err(e);
+            }
+        };
+        let appends = counting.since(before, done.load(Ordering::Relaxed));
+        plan.progress(&format!(
+            "memstate {clients:>3} clients: {:>9.0} commands/s ({:.1} commands per append)",
+            measured.per_sec, appends.commands_per_append
+        ));
+        points.push(TierPoint {
+            measured,
+            appends: Some(appends),
+        });
+    }
+    engine.shutdown().await;
+    Ok(points)
+}
+
+/// The adapter tier: each operation appends one command-sized record through
+/// the `Stream` trait and waits until a subscription reads it back.
+///
+/// # Errors
+///
+/// Stream failures, as text.
+pub(crate) async fn adapter_tier(
+    stream: Arc<dyn Stream>,
+    plan: &Plan,
+) -> Result<Vec<TierPoint>, String> {
+    let counting = CountingStream::new(stream);
+    let waiters = Waiters::default();
+    let mut subscription = counting
+        .subscribe(None)
+        .await
+        .map_err(|e| format!("subscribing failed: {e}"))?;
+    let reader_waiters = waiters.clone();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(record)) = subscription.next().await {
+            reader_waiters.seen(&record.payload);
+        }
+    });
+    let mut points = Vec::new();
+    let mut result = Ok(());
+    for &clients in &plan.clients {
+        let before = counting.snapshot();
+        let size = plan.payload_size;
+        let done = Arc::new(AtomicU64::new(0));
+        let (s, w, d) = (Arc::clone(&counting), waiters.clone(), Arc::clone(&done));
+        let measured = closed_loop(clients, plan.budget, move |client, seq| {
+            let (stream, waiters, done) = (Arc::clone(&s), w.clone(), Arc::clone(&d));
+            async move {
+                let tag = Tag {
+                    client: client as u64,
+                    seq,
+                };
+                let rx = waiters.register(tag);
+                if let Err(e) = stream
+                    .append(vec![Bytes::from(tagged_payload(tag, size))])
+                    .await
+                {
+                    waiters.forget(tag);
+                    return Err(format!("append failed: {e}"));
+                }
+                read_back(&waiters, tag, rx, READ_BACK_TIMEOUT).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .await;
+        match measured {
+            Ok(measured) => {
+                let appends = counting.since(before, done.load(Ordering::Relaxed));
+                plan.progress(&format!(
+                    "adapter  {clients:>3} clients: {:>9.0} records/s",
+                    measured.per_sec
+                ));
+                points.push(TierPoint {
+                    measured,
+                    appends: Some(appends),
+                });
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    reader.abort();
+    result.map(|()| points)
+}
