@@ -9,16 +9,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 
+use async_trait::async_trait;
 use memstate_core::Stream;
 use memstate_file::{FRAME_HEADER_LEN, FileStream};
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::load::closed_loop;
-use super::tiers::{TierPoint, adapter_tier, engine_tier};
-use super::workload::{Tag, tagged_payload};
+use super::tiers::{AdapterTier, EngineTier, Tier, TierPoint, interleave};
+use super::workload::{Tag, next_point, tagged_payload};
 use super::{BackendRun, Plan};
 
-/// Runs the three tiers on journals under `work`.
+/// Runs the three tiers, interleaved, on journals under `work`.
 ///
 /// # Errors
 ///
@@ -29,17 +31,38 @@ pub(crate) async fn run(plan: &Plan, work: &Path) -> Result<BackendRun, String> 
         async move {
             FileStream::open(&dir)
                 .await
+                .map(|s| Arc::new(s) as Arc<dyn Stream>)
                 .map_err(|e| format!("opening the journal at {}: {e}", dir.display()))
         }
     };
-    plan.progress("file: memstate (Engine::execute on FileStream)");
-    let stream: Arc<dyn Stream> = Arc::new(open("engine").await?);
-    let memstate = engine_tier(stream, "bench-file", plan).await?;
-    plan.progress("file: adapter (FileStream::append + subscription read-back)");
-    let stream: Arc<dyn Stream> = Arc::new(open("adapter").await?);
-    let adapter = adapter_tier(stream, plan).await?;
-    plan.progress("file: raw (write + fdatasync, group commit)");
-    let raw = raw_tier(plan, &work.join("raw.log")).await?;
+    plan.progress("file: memstate = Engine::execute on FileStream; adapter = FileStream::append + subscription read-back; raw = write + fdatasync, group commit");
+    let engine = EngineTier::start(open("engine").await?, "bench-file", plan).await?;
+    let adapter = match AdapterTier::start(open("adapter").await?).await {
+        Ok(a) => a,
+        Err(e) => {
+            engine.close().await;
+            return Err(e);
+        }
+    };
+    let raw = match RawFile::start(&work.join("raw.log")) {
+        Ok(r) => r,
+        Err(e) => {
+            engine.close().await;
+            adapter.close().await;
+            return Err(e);
+        }
+    };
+    let mut tiers = interleave(
+        plan,
+        "file",
+        &[("memstate", &engine), ("adapter", &adapter), ("raw", &raw)],
+    )
+    .await?
+    .into_iter();
+    let (Some(memstate), Some(adapter), Some(raw)) = (tiers.next(), tiers.next(), tiers.next())
+    else {
+        return Err("three tiers expected".into());
+    };
     Ok(BackendRun::new(
         "file",
         format!("journal under {}", work.display()),
@@ -54,32 +77,44 @@ type Append = (Vec<u8>, oneshot::Sender<Result<(), String>>);
 /// Each operation hands one command-sized frame to a writer thread and waits
 /// until it is on disk; the thread writes everything queued in one `write`
 /// and one `fdatasync`, as the journal does.
-async fn raw_tier(plan: &Plan, path: &Path) -> Result<Vec<TierPoint>, String> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("creating {}: {e}", path.display()))?;
-    let (tx, rx) = mpsc::channel::<Append>();
-    let writer = std::thread::Builder::new()
-        .name("bench-raw-writer".into())
-        .spawn(move || group_commit(file, rx))
-        .map_err(|e| format!("starting the raw writer thread: {e}"))?;
-    let mut points = Vec::new();
-    let mut failure = None;
-    for &clients in &plan.clients {
+struct RawFile {
+    queue: Mutex<Option<mpsc::Sender<Append>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl RawFile {
+    fn start(path: &Path) -> Result<Self, String> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let (tx, rx) = mpsc::channel::<Append>();
+        let writer = std::thread::Builder::new()
+            .name("bench-raw-writer".into())
+            .spawn(move || group_commit(file, rx))
+            .map_err(|e| format!("starting the raw writer thread: {e}"))?;
+        Ok(Self {
+            queue: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+}
+
+#[async_trait]
+impl Tier for RawFile {
+    async fn point(&self, clients: usize, plan: &Plan) -> Result<TierPoint, String> {
         let size = plan.payload_size;
-        let queue = tx.clone();
+        let point = next_point();
+        let queue = self
+            .queue
+            .lock()
+            .clone()
+            .ok_or("the raw writer was closed")?;
         let measured = closed_loop(clients, plan.budget, move |client, seq| {
             let queue = queue.clone();
             async move {
-                let payload = tagged_payload(
-                    Tag {
-                        client: client as u64,
-                        seq,
-                    },
-                    size,
-                );
+                let payload = tagged_payload(Tag::new(point, client, seq), size);
                 let (done, wait) = oneshot::channel();
                 queue
                     .send((payload, done))
@@ -88,26 +123,17 @@ async fn raw_tier(plan: &Plan, path: &Path) -> Result<Vec<TierPoint>, String> {
                     .map_err(|_| "the raw writer thread stopped".to_owned())?
             }
         })
-        .await;
-        match measured {
-            Ok(m) => {
-                plan.progress(&format!(
-                    "raw      {clients:>3} clients: {:>9.0} appends/s",
-                    m.per_sec
-                ));
-                points.push(TierPoint::plain(m));
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
+        .await?;
+        Ok(TierPoint::plain(measured))
     }
-    drop(tx);
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(points),
+
+    async fn close(&self) {
+        // The thread ends when the last sender is gone.
+        drop(self.queue.lock().take());
+        let writer = self.writer.lock().take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
     }
 }
 

@@ -16,9 +16,12 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+
 use super::load::closed_loop;
-use super::tiers::{TierPoint, adapter_tier, engine_tier};
-use super::workload::{READ_BACK_TIMEOUT, Tag, Waiters, read_back, tagged_payload};
+use super::tiers::{AdapterTier, EngineTier, Tier, TierPoint, interleave};
+use super::workload::{READ_BACK_TIMEOUT, Tag, Waiters, next_point, read_back, tagged_payload};
 use super::{BackendRun, Plan};
 
 /// The adapter's delivery timeout, used for the raw producer as well.
@@ -71,65 +74,105 @@ async fn tiers(plan: &Plan, topics: &[KafkaConfig]) -> Result<Tiers, String> {
     let [engine_topic, adapter_topic, raw_topic] = topics else {
         return Err("three topics expected".into());
     };
-    plan.progress("kafka: memstate (Engine::execute on KafkaStream)");
-    let memstate = engine_tier(connect(engine_topic).await?, "bench-kafka", plan).await?;
-    plan.progress("kafka: adapter (KafkaStream::append + subscription read-back)");
-    let adapter = adapter_tier(connect(adapter_topic).await?, plan).await?;
-    plan.progress("kafka: raw (rdkafka produce acks=all, idempotent + consumer)");
-    let raw = raw_tier(plan, &raw_topic.bootstrap_servers, &raw_topic.topic).await?;
-    Ok((memstate, adapter, raw))
+    plan.progress("kafka: memstate = Engine::execute on KafkaStream; adapter = KafkaStream::append + subscription read-back; raw = rdkafka produce (acks=all, idempotent) + consumer read-back");
+    let engine = EngineTier::start(connect(engine_topic).await?, "bench-kafka", plan).await?;
+    let adapter = match connect(adapter_topic).await {
+        Ok(stream) => AdapterTier::start(stream).await,
+        Err(e) => Err(e),
+    };
+    let adapter = match adapter {
+        Ok(a) => a,
+        Err(e) => {
+            engine.close().await;
+            return Err(e);
+        }
+    };
+    let raw = match RawKafka::start(&raw_topic.bootstrap_servers, &raw_topic.topic) {
+        Ok(r) => r,
+        Err(e) => {
+            engine.close().await;
+            adapter.close().await;
+            return Err(e);
+        }
+    };
+    let mut tiers = interleave(
+        plan,
+        "kafka",
+        &[("memstate", &engine), ("adapter", &adapter), ("raw", &raw)],
+    )
+    .await?
+    .into_iter();
+    match (tiers.next(), tiers.next(), tiers.next()) {
+        (Some(m), Some(a), Some(r)) => Ok((m, a, r)),
+        _ => Err("three tiers expected".into()),
+    }
 }
 
-async fn raw_tier(plan: &Plan, bootstrap: &str, topic: &str) -> Result<Vec<TierPoint>, String> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set(
-            "message.timeout.ms",
-            DELIVERY_TIMEOUT.as_millis().to_string(),
-        )
-        .create()
-        .map_err(|e| format!("creating the raw producer: {e}"))?;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("{topic}-reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(|e| format!("creating the raw consumer: {e}"))?;
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .and_then(|()| consumer.assign(&assignment))
-        .map_err(|e| format!("assigning the raw consumer: {e}"))?;
-    let waiters = Waiters::default();
-    let reader_waiters = waiters.clone();
-    let reader = tokio::spawn(async move {
-        loop {
-            match consumer.recv().await {
-                Ok(message) => reader_waiters.seen(message.payload().unwrap_or_default()),
-                Err(e) => tracing::warn!(error = %e, "raw consumer error"),
+/// The raw client: a producer and a consumer reading the topic back.
+struct RawKafka {
+    producer: Arc<FutureProducer>,
+    topic: Arc<str>,
+    waiters: Waiters,
+    reader: JoinHandle<()>,
+}
+
+impl RawKafka {
+    fn start(bootstrap: &str, topic: &str) -> Result<Self, String> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string())
+            .create()
+            .map_err(|e| format!("creating the raw producer: {e}"))?;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("{topic}-reader"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| format!("creating the raw consumer: {e}"))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .and_then(|()| consumer.assign(&assignment))
+            .map_err(|e| format!("assigning the raw consumer: {e}"))?;
+        let waiters = Waiters::default();
+        let reader_waiters = waiters.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                match consumer.recv().await {
+                    Ok(message) => reader_waiters.seen(message.payload().unwrap_or_default()),
+                    Err(e) => tracing::warn!(error = %e, "raw consumer error"),
+                }
             }
-        }
-    });
-    let producer = Arc::new(producer);
-    let topic: Arc<str> = Arc::from(topic);
-    let mut points = Vec::new();
-    let mut failure = None;
-    for &clients in &plan.clients {
+        });
+        Ok(Self {
+            producer: Arc::new(producer),
+            topic: Arc::from(topic),
+            waiters,
+            reader,
+        })
+    }
+}
+
+#[async_trait]
+impl Tier for RawKafka {
+    async fn point(&self, clients: usize, plan: &Plan) -> Result<TierPoint, String> {
         let size = plan.payload_size;
-        let (p, w, t) = (Arc::clone(&producer), waiters.clone(), Arc::clone(&topic));
+        let point = next_point();
+        let (p, w, t) = (
+            Arc::clone(&self.producer),
+            self.waiters.clone(),
+            Arc::clone(&self.topic),
+        );
         let measured = closed_loop(clients, plan.budget, move |client, seq| {
             let (producer, waiters, topic) = (Arc::clone(&p), w.clone(), Arc::clone(&t));
             async move {
-                let tag = Tag {
-                    client: client as u64,
-                    seq,
-                };
+                let tag = Tag::new(point, client, seq);
                 let payload = tagged_payload(tag, size);
                 let rx = waiters.register(tag);
-                let record = FutureRecord::<(), [u8]>::to(&topic)
+                let record = FutureRecord::<(), [u8]>::to(topic.as_ref())
                     .partition(0)
                     .payload(&payload);
                 if let Err((e, _)) = producer
@@ -142,24 +185,11 @@ async fn raw_tier(plan: &Plan, bootstrap: &str, topic: &str) -> Result<Vec<TierP
                 read_back(&waiters, tag, rx, READ_BACK_TIMEOUT).await
             }
         })
-        .await;
-        match measured {
-            Ok(m) => {
-                plan.progress(&format!(
-                    "raw      {clients:>3} clients: {:>9.0} messages/s",
-                    m.per_sec
-                ));
-                points.push(TierPoint::plain(m));
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
+        .await?;
+        Ok(TierPoint::plain(measured))
     }
-    reader.abort();
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(points),
+
+    async fn close(&self) {
+        self.reader.abort();
     }
 }

@@ -13,9 +13,12 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use memstate_core::Stream;
 use memstate_kinesis::{KinesisConfig, KinesisStream};
 
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+
 use super::load::closed_loop;
-use super::tiers::{TierPoint, adapter_tier, engine_tier};
-use super::workload::{READ_BACK_TIMEOUT, Tag, Waiters, read_back, tagged_payload};
+use super::tiers::{AdapterTier, EngineTier, Tier, TierPoint, interleave};
+use super::workload::{READ_BACK_TIMEOUT, Tag, Waiters, next_point, read_back, tagged_payload};
 use super::{BackendRun, Plan};
 
 /// Runs the three tiers, each on a fresh stream, and deletes the streams.
@@ -55,41 +58,70 @@ async fn tiers(plan: &Plan, streams: &[KinesisStream]) -> Result<Tiers, String> 
     let [engine_stream, adapter_stream, raw_stream] = streams else {
         return Err("three streams expected".into());
     };
-    plan.progress("kinesis: memstate (Engine::execute on KinesisStream)");
+    plan.progress("kinesis: memstate = Engine::execute on KinesisStream; adapter = KinesisStream::append + subscription read-back; raw = PutRecord + GetRecords");
     let stream: Arc<dyn Stream> = Arc::new(engine_stream.clone());
-    let memstate = engine_tier(stream, "bench-kinesis", plan).await?;
-    plan.progress("kinesis: adapter (KinesisStream::append + subscription read-back)");
+    let engine = EngineTier::start(stream, "bench-kinesis", plan).await?;
     let stream: Arc<dyn Stream> = Arc::new(adapter_stream.clone());
-    let adapter = adapter_tier(stream, plan).await?;
-    plan.progress("kinesis: raw (PutRecord + GetRecords)");
-    let raw = raw_tier(plan, raw_stream).await?;
-    Ok((memstate, adapter, raw))
+    let adapter = match AdapterTier::start(stream).await {
+        Ok(a) => a,
+        Err(e) => {
+            engine.close().await;
+            return Err(e);
+        }
+    };
+    let raw = RawKinesis::start(raw_stream);
+    let mut tiers = interleave(
+        plan,
+        "kinesis",
+        &[("memstate", &engine), ("adapter", &adapter), ("raw", &raw)],
+    )
+    .await?
+    .into_iter();
+    match (tiers.next(), tiers.next(), tiers.next()) {
+        (Some(m), Some(a), Some(r)) => Ok((m, a, r)),
+        _ => Err("three tiers expected".into()),
+    }
 }
 
-async fn raw_tier(plan: &Plan, stream: &KinesisStream) -> Result<Vec<TierPoint>, String> {
-    let client = stream.client().clone();
-    let name: Arc<str> = Arc::from(stream.stream_name());
-    let poll = stream.config().min_poll_interval;
-    let waiters = Waiters::default();
-    let reader = tokio::spawn(read_loop(
-        client.clone(),
-        Arc::clone(&name),
-        stream.shard_id().to_owned(),
-        poll,
-        waiters.clone(),
-    ));
-    let mut points = Vec::new();
-    let mut failure = None;
-    for &clients in &plan.clients {
+/// The raw client: `PutRecord` per operation, one `GetRecords` loop reading back.
+struct RawKinesis {
+    client: Client,
+    name: Arc<str>,
+    waiters: Waiters,
+    reader: JoinHandle<()>,
+}
+
+impl RawKinesis {
+    fn start(stream: &KinesisStream) -> Self {
+        let client = stream.client().clone();
+        let name: Arc<str> = Arc::from(stream.stream_name());
+        let waiters = Waiters::default();
+        let reader = tokio::spawn(read_loop(
+            client.clone(),
+            Arc::clone(&name),
+            stream.shard_id().to_owned(),
+            stream.config().min_poll_interval,
+            waiters.clone(),
+        ));
+        Self {
+            client,
+            name,
+            waiters,
+            reader,
+        }
+    }
+}
+
+#[async_trait]
+impl Tier for RawKinesis {
+    async fn point(&self, clients: usize, plan: &Plan) -> Result<TierPoint, String> {
         let size = plan.payload_size;
-        let (c, w, n) = (client.clone(), waiters.clone(), Arc::clone(&name));
+        let point = next_point();
+        let (c, w, n) = (self.client.clone(), self.waiters.clone(), Arc::clone(&self.name));
         let measured = closed_loop(clients, plan.budget, move |client, seq| {
             let (kinesis, waiters, name) = (c.clone(), w.clone(), Arc::clone(&n));
             async move {
-                let tag = Tag {
-                    client: client as u64,
-                    seq,
-                };
+                let tag = Tag::new(point, client, seq);
                 let rx = waiters.register(tag);
                 let put = kinesis
                     .put_record()
@@ -105,25 +137,12 @@ async fn raw_tier(plan: &Plan, stream: &KinesisStream) -> Result<Vec<TierPoint>,
                 read_back(&waiters, tag, rx, READ_BACK_TIMEOUT).await
             }
         })
-        .await;
-        match measured {
-            Ok(m) => {
-                plan.progress(&format!(
-                    "raw      {clients:>3} clients: {:>9.0} records/s",
-                    m.per_sec
-                ));
-                points.push(TierPoint::plain(m));
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
+        .await?;
+        Ok(TierPoint::plain(measured))
     }
-    reader.abort();
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(points),
+
+    async fn close(&self) {
+        self.reader.abort();
     }
 }
 

@@ -65,12 +65,15 @@ pub struct BenchArgs {
     /// Run only these parts (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Part>,
-    /// Seconds each measurement point is measured, after a fifth as much warm-up (default 4; --quick 0.5).
+    /// Seconds each measurement point is measured, after a fifth as much warm-up (default 3; --quick 0.5).
     #[arg(long, value_name = "SECS", conflicts_with = "commands")]
     pub duration: Option<f64>,
     /// Instead of a time window: exactly this many operations per point, all measured.
     #[arg(long, value_name = "N")]
     pub commands: Option<u64>,
+    /// Times each point is measured; tiers alternate and each keeps its best round (default 2; --quick 1).
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
     /// Concurrent clients of each point (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub clients: Vec<usize>,
@@ -104,6 +107,7 @@ pub(crate) struct Plan {
     pub clients: Vec<usize>,
     #[serde(serialize_with = "budget_json")]
     pub budget: Budget,
+    pub rounds: usize,
     pub accounts: u64,
     pub replay_commands: u64,
     pub memory_accounts: u64,
@@ -137,7 +141,7 @@ impl Plan {
             }
             (None, secs) => {
                 let measure =
-                    Duration::from_secs_f64(secs.unwrap_or(if args.quick { 0.5 } else { 4.0 }));
+                    Duration::from_secs_f64(secs.unwrap_or(if args.quick { 0.5 } else { 3.0 }));
                 Budget::Time {
                     warmup: measure / 5,
                     measure,
@@ -154,6 +158,7 @@ impl Plan {
         Ok(Self {
             clients,
             budget,
+            rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 2 }).max(1),
             accounts: pick(args.accounts, 1000, 100).max(2),
             replay_commands: pick(args.replay_commands, 1_000_000, 20_000).max(1),
             memory_accounts: pick(args.memory_accounts, 1_000_000, 100_000),

@@ -47,8 +47,12 @@ pub(crate) struct Replay {
     pub decode: Rate,
     /// `EngineBuilder::start` on the journal until it serves.
     pub engine: Rate,
-    /// `engine.records_per_sec / read.records_per_sec`.
+    /// `engine.records_per_sec / read.records_per_sec`: the engine against
+    /// the adapter's read speed.
     pub ratio_to_read: f64,
+    /// `engine.commands_per_sec / decode.commands_per_sec`: the engine
+    /// against reading and decoding alone.
+    pub ratio_to_decode: f64,
     /// Growth of resident memory across the engine start, MiB.
     pub engine_rss_growth_mib: Option<f64>,
 }
@@ -99,6 +103,7 @@ pub(crate) async fn run(plan: &Plan, work: &Path) -> Result<Vec<Replay>, String>
             payload_bytes: bytes,
             generate_seconds: seconds,
             ratio_to_read: engine.records_per_sec / read.records_per_sec.max(f64::EPSILON),
+            ratio_to_decode: engine.commands_per_sec / decode.commands_per_sec.max(f64::EPSILON),
             read,
             decode,
             engine,

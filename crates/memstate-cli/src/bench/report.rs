@@ -336,7 +336,7 @@ pub(crate) fn table(report: &Report) -> String {
             for r in result {
                 let _ = writeln!(
                     out,
-                    "{:>2} commands/record, {} commands in {} records: read {:.0} records/s; decode {:.0} commands/s; engine start {:.2} s = {:.0} records/s, {:.0} commands/s (ratio to read {:.2})",
+                    "{:>2} commands/record, {} commands in {} records: read {:.0} records/s; decode {:.0} commands/s; engine start {:.2} s = {:.0} records/s, {:.0} commands/s (engine/read {:.2}, engine/decode {:.2})",
                     r.commands_per_record,
                     r.commands,
                     r.records,
@@ -345,7 +345,8 @@ pub(crate) fn table(report: &Report) -> String {
                     r.engine.seconds,
                     r.engine.records_per_sec,
                     r.engine.commands_per_sec,
-                    r.ratio_to_read
+                    r.ratio_to_read,
+                    r.ratio_to_decode
                 );
             }
         }

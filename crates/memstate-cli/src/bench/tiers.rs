@@ -14,10 +14,13 @@ use memstate_core::{
 };
 use serde::Serialize;
 
+use tokio::task::JoinHandle;
+
 use super::Plan;
 use super::load::{Measurement, closed_loop};
 use super::workload::{
-    READ_BACK_TIMEOUT, Tag, Waiters, execute, open_accounts, read_back, tagged_payload, transfer,
+    READ_BACK_TIMEOUT, Tag, Waiters, execute, next_point, open_accounts, read_back, tagged_payload,
+    transfer,
 };
 use crate::bank::Bank;
 
@@ -28,6 +31,10 @@ pub(crate) struct TierPoint {
     pub measured: Measurement,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub appends: Option<AppendStats>,
+    /// Throughput of every round, when the point was measured more than
+    /// once (the best round is the one reported).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds_per_sec: Vec<f64>,
 }
 
 impl TierPoint {
@@ -35,8 +42,87 @@ impl TierPoint {
         Self {
             measured,
             appends: None,
+            rounds_per_sec: Vec::new(),
         }
     }
+}
+
+/// One way of doing the workload's writes, measured at a given concurrency.
+#[async_trait]
+pub(crate) trait Tier: Send + Sync {
+    /// Runs the plan's budget with `clients` concurrent clients.
+    async fn point(&self, clients: usize, plan: &Plan) -> Result<TierPoint, String>;
+    /// Stops background tasks (engines, readers, writer threads).
+    async fn close(&self);
+}
+
+/// Measures every tier at every concurrency, interleaved: at each
+/// concurrency the tiers run one after the other, `plan.rounds` times, in a
+/// rotating order, and each keeps its best round. On a shared machine the
+/// disk and the CPUs are slowed by whatever else runs; interleaving exposes
+/// the tiers to the same conditions, best-of-rounds filters out the bursts.
+///
+/// # Errors
+///
+/// The first tier failure (every tier is closed either way).
+pub(crate) async fn interleave(
+    plan: &Plan,
+    backend: &str,
+    tiers: &[(&str, &dyn Tier)],
+) -> Result<Vec<Vec<TierPoint>>, String> {
+    let result = interleave_inner(plan, backend, tiers).await;
+    for (_, tier) in tiers {
+        tier.close().await;
+    }
+    result
+}
+
+async fn interleave_inner(
+    plan: &Plan,
+    backend: &str,
+    tiers: &[(&str, &dyn Tier)],
+) -> Result<Vec<Vec<TierPoint>>, String> {
+    let mut out: Vec<Vec<TierPoint>> = tiers.iter().map(|_| Vec::new()).collect();
+    for &clients in &plan.clients {
+        let mut best: Vec<Option<TierPoint>> = tiers.iter().map(|_| None).collect();
+        let mut rounds: Vec<Vec<f64>> = tiers.iter().map(|_| Vec::new()).collect();
+        for round in 0..plan.rounds {
+            for k in 0..tiers.len() {
+                let i = (k + round) % tiers.len();
+                let (name, tier) = tiers[i];
+                let point = tier
+                    .point(clients, plan)
+                    .await
+                    .map_err(|e| format!("{name} tier, {clients} clients: {e}"))?;
+                plan.progress(&format!(
+                    "{backend} {name:<8} {clients:>3} clients, round {}: {:>9.0}/s, p50 {:.2} ms{}",
+                    round + 1,
+                    point.measured.per_sec,
+                    point.measured.p50_ms.unwrap_or(0.0),
+                    point.appends.as_ref().map_or_else(String::new, |a| format!(
+                        ", {:.1} commands per append",
+                        a.commands_per_append
+                    ))
+                ));
+                rounds[i].push(point.measured.per_sec);
+                if best[i]
+                    .as_ref()
+                    .is_none_or(|b| point.measured.per_sec > b.measured.per_sec)
+                {
+                    best[i] = Some(point);
+                }
+            }
+        }
+        for ((slot, best), rounds) in out.iter_mut().zip(best).zip(rounds) {
+            if let Some(mut point) = best {
+                if rounds.len() > 1 {
+                    point.rounds_per_sec = rounds;
+                }
+                slot.push(point);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What one point appended, over its whole run (warm-up included).
@@ -159,28 +245,42 @@ pub(crate) async fn start_bank(
         .start()
         .await
         .map_err(|e| format!("starting the engine failed: {e}"))?;
-    open_accounts(&engine, plan.accounts, 256).await?;
+    if let Err(e) = open_accounts(&engine, plan.accounts, 256).await {
+        engine.shutdown().await;
+        return Err(e);
+    }
     Ok(engine)
 }
 
-/// The engine tier: bank transfers through `Engine::execute` at each
-/// concurrency of the plan.
-///
-/// # Errors
-///
-/// Engine failures, as text.
-pub(crate) async fn engine_tier(
-    stream: Arc<dyn Stream>,
-    node: &str,
-    plan: &Plan,
-) -> Result<Vec<TierPoint>, String> {
-    let counting = CountingStream::new(stream);
-    let engine = start_bank(Arc::clone(&counting) as Arc<dyn Stream>, node, plan).await?;
-    let mut points = Vec::new();
-    for &clients in &plan.clients {
-        let before = counting.snapshot();
+/// The engine tier: bank transfers through `Engine::execute`.
+pub(crate) struct EngineTier {
+    engine: Engine<Bank>,
+    counting: Arc<CountingStream>,
+}
+
+impl EngineTier {
+    /// Starts an engine on `stream` with the plan's accounts open.
+    ///
+    /// # Errors
+    ///
+    /// Engine failures, as text.
+    pub(crate) async fn start(
+        stream: Arc<dyn Stream>,
+        node: &str,
+        plan: &Plan,
+    ) -> Result<Self, String> {
+        let counting = CountingStream::new(stream);
+        let engine = start_bank(Arc::clone(&counting) as Arc<dyn Stream>, node, plan).await?;
+        Ok(Self { engine, counting })
+    }
+}
+
+#[async_trait]
+impl Tier for EngineTier {
+    async fn point(&self, clients: usize, plan: &Plan) -> Result<TierPoint, String> {
+        let before = self.counting.snapshot();
         let done = Arc::new(AtomicU64::new(0));
-        let (e, d, accounts) = (engine.clone(), Arc::clone(&done), plan.accounts);
+        let (e, d, accounts) = (self.engine.clone(), Arc::clone(&done), plan.accounts);
         let measured = closed_loop(clients, plan.budget, move |client, seq| {
             let (engine, done) = (e.clone(), Arc::clone(&d));
             async move {
@@ -189,64 +289,70 @@ pub(crate) async fn engine_tier(
                 Ok(())
             }
         })
-        .await;
-        let measured = match measured {
-            Ok(m) => m,
-            Err(e) => {
-                engine.shutdown().await;
-                return Err(e);
-            }
-        };
-        let appends = counting.since(before, done.load(Ordering::Relaxed));
-        plan.progress(&format!(
-            "memstate {clients:>3} clients: {:>9.0} commands/s ({:.1} commands per append)",
-            measured.per_sec, appends.commands_per_append
-        ));
-        points.push(TierPoint {
+        .await?;
+        Ok(TierPoint {
             measured,
-            appends: Some(appends),
-        });
+            appends: Some(self.counting.since(before, done.load(Ordering::Relaxed))),
+            rounds_per_sec: Vec::new(),
+        })
     }
-    engine.shutdown().await;
-    Ok(points)
+
+    async fn close(&self) {
+        self.engine.shutdown().await;
+    }
 }
 
 /// The adapter tier: each operation appends one command-sized record through
 /// the `Stream` trait and waits until a subscription reads it back.
-///
-/// # Errors
-///
-/// Stream failures, as text.
-pub(crate) async fn adapter_tier(
-    stream: Arc<dyn Stream>,
-    plan: &Plan,
-) -> Result<Vec<TierPoint>, String> {
-    let counting = CountingStream::new(stream);
-    let waiters = Waiters::default();
-    let mut subscription = counting
-        .subscribe(None)
-        .await
-        .map_err(|e| format!("subscribing failed: {e}"))?;
-    let reader_waiters = waiters.clone();
-    let reader = tokio::spawn(async move {
-        while let Ok(Some(record)) = subscription.next().await {
-            reader_waiters.seen(&record.payload);
-        }
-    });
-    let mut points = Vec::new();
-    let mut result = Ok(());
-    for &clients in &plan.clients {
-        let before = counting.snapshot();
+pub(crate) struct AdapterTier {
+    counting: Arc<CountingStream>,
+    waiters: Waiters,
+    reader: JoinHandle<()>,
+}
+
+impl AdapterTier {
+    /// Subscribes to `stream` from its start and reads in the background.
+    ///
+    /// # Errors
+    ///
+    /// Stream failures, as text.
+    pub(crate) async fn start(stream: Arc<dyn Stream>) -> Result<Self, String> {
+        let counting = CountingStream::new(stream);
+        let waiters = Waiters::default();
+        let mut subscription = counting
+            .subscribe(None)
+            .await
+            .map_err(|e| format!("subscribing failed: {e}"))?;
+        let reader_waiters = waiters.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(record)) = subscription.next().await {
+                reader_waiters.seen(&record.payload);
+            }
+        });
+        Ok(Self {
+            counting,
+            waiters,
+            reader,
+        })
+    }
+}
+
+#[async_trait]
+impl Tier for AdapterTier {
+    async fn point(&self, clients: usize, plan: &Plan) -> Result<TierPoint, String> {
+        let before = self.counting.snapshot();
         let size = plan.payload_size;
         let done = Arc::new(AtomicU64::new(0));
-        let (s, w, d) = (Arc::clone(&counting), waiters.clone(), Arc::clone(&done));
+        let point = next_point();
+        let (s, w, d) = (
+            Arc::clone(&self.counting),
+            self.waiters.clone(),
+            Arc::clone(&done),
+        );
         let measured = closed_loop(clients, plan.budget, move |client, seq| {
             let (stream, waiters, done) = (Arc::clone(&s), w.clone(), Arc::clone(&d));
             async move {
-                let tag = Tag {
-                    client: client as u64,
-                    seq,
-                };
+                let tag = Tag::new(point, client, seq);
                 let rx = waiters.register(tag);
                 if let Err(e) = stream
                     .append(vec![Bytes::from(tagged_payload(tag, size))])
@@ -260,25 +366,15 @@ pub(crate) async fn adapter_tier(
                 Ok(())
             }
         })
-        .await;
-        match measured {
-            Ok(measured) => {
-                let appends = counting.since(before, done.load(Ordering::Relaxed));
-                plan.progress(&format!(
-                    "adapter  {clients:>3} clients: {:>9.0} records/s",
-                    measured.per_sec
-                ));
-                points.push(TierPoint {
-                    measured,
-                    appends: Some(appends),
-                });
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
+        .await?;
+        Ok(TierPoint {
+            measured,
+            appends: Some(self.counting.since(before, done.load(Ordering::Relaxed))),
+            rounds_per_sec: Vec::new(),
+        })
     }
-    reader.abort();
-    result.map(|()| points)
+
+    async fn close(&self) {
+        self.reader.abort();
+    }
 }

@@ -102,7 +102,24 @@ pub(crate) struct Tag {
     pub seq: u64,
 }
 
+/// Numbers each measured point, so that tags never repeat across points.
+static POINTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A number no other point of this process has.
+pub(crate) fn next_point() -> u64 {
+    POINTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Tag {
+    /// The tag of operation `seq` of client `client` in point `point`
+    /// (from [`next_point`]).
+    pub(crate) fn new(point: u64, client: usize, seq: u64) -> Self {
+        Self {
+            client: point << 24 | client as u64,
+            seq,
+        }
+    }
+
     /// The tag at the start of `payload`, if it is long enough.
     pub(crate) fn read(payload: &[u8]) -> Option<Self> {
         let client = u64::from_be_bytes(payload.get(0..8)?.try_into().ok()?);
