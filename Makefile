@@ -15,7 +15,7 @@ BACKENDS := integration-tests/scripts/backends.sh
 .PHONY: demo test test-unit bench lint fmt backends-up backends-down doc
 
 demo:
-	$(CARGO) run --release -p memstate-cli -- demo
+	$(CARGO) run --release -p memstate-cli --no-default-features -- demo
 
 test:
 	bash $(BACKENDS) run -- $(MAKE) --no-print-directory test-unit

@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 use memstate_core::Stream;
+#[cfg(feature = "backends")]
 use memstate_eventstore::{EventStoreConfig, EventStoreStream};
 use memstate_file::FileStream;
+#[cfg(feature = "backends")]
 use memstate_kafka::{KafkaConfig, KafkaStream};
+#[cfg(feature = "backends")]
 use memstate_kinesis::{KinesisConfig, KinesisStream};
 
 use crate::CliError;
@@ -19,10 +22,13 @@ pub enum BackendKind {
     File,
     /// In-process memory (for trying things; nothing is kept).
     Memory,
+    #[cfg(feature = "backends")]
     /// Apache Kafka (needs --bootstrap or MEMSTATE_KAFKA_BOOTSTRAP).
     Kafka,
+    #[cfg(feature = "backends")]
     /// AWS Kinesis or an emulator (--endpoint or MEMSTATE_KINESIS_ENDPOINT for an emulator; AWS otherwise).
     Kinesis,
+    #[cfg(feature = "backends")]
     /// EventStoreDB / KurrentDB (needs --url or MEMSTATE_EVENTSTORE_URL).
     Eventstore,
 }
@@ -61,11 +67,15 @@ pub struct Opened {
 enum OpenedKind {
     File(PathBuf),
     Memory(memstate_core::MemoryStream),
+    #[cfg(feature = "backends")]
     Kafka(KafkaConfig),
+    #[cfg(feature = "backends")]
     Kinesis(KinesisConfig),
+    #[cfg(feature = "backends")]
     EventStore(EventStoreConfig),
 }
 
+#[cfg(feature = "backends")]
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
@@ -81,6 +91,7 @@ impl Opened {
 
     /// A new client of the stream, as a separate node would open it.
     pub async fn client(&self) -> Result<Arc<dyn Stream>, CliError> {
+        #[cfg(feature = "backends")]
         let failed = |what: &str, e: memstate_core::StreamError| {
             CliError::Backend(format!("cannot open {what}: {e}"))
         };
@@ -89,16 +100,19 @@ impl Opened {
                 CliError::Backend(format!("cannot open the journal at {}: {e}", dir.display()))
             })?),
             OpenedKind::Memory(m) => Arc::new(m.clone()),
+            #[cfg(feature = "backends")]
             OpenedKind::Kafka(c) => Arc::new(
                 KafkaStream::connect(c.clone())
                     .await
                     .map_err(|e| failed("the Kafka topic", e))?,
             ),
+            #[cfg(feature = "backends")]
             OpenedKind::Kinesis(c) => Arc::new(
                 KinesisStream::connect(c.clone())
                     .await
                     .map_err(|e| failed("the Kinesis stream", e))?,
             ),
+            #[cfg(feature = "backends")]
             OpenedKind::EventStore(c) => Arc::new(
                 EventStoreStream::connect(c.clone())
                     .await
@@ -138,6 +152,7 @@ impl BackendArgs {
                 kind: OpenedKind::Memory(memstate_core::MemoryStream::new()),
                 _temp: None,
             }),
+            #[cfg(feature = "backends")]
             BackendKind::Kafka => {
                 let bootstrap = self.bootstrap.clone().ok_or_else(|| {
                     CliError::Backend(
@@ -159,6 +174,7 @@ impl BackendArgs {
                     _temp: None,
                 })
             }
+            #[cfg(feature = "backends")]
             BackendKind::Kinesis => {
                 let name = self
                     .stream_name
@@ -179,6 +195,7 @@ impl BackendArgs {
                     _temp: None,
                 })
             }
+            #[cfg(feature = "backends")]
             BackendKind::Eventstore => {
                 let url = self.url.clone().ok_or_else(|| {
                     CliError::Backend(

@@ -2,7 +2,9 @@
 
 mod backend;
 mod bank;
+#[cfg(feature = "bench")]
 mod bench;
+#[cfg(feature = "conformance")]
 mod conformance;
 mod demo;
 mod inspect;
@@ -28,8 +30,10 @@ enum Command {
     /// Print a file journal's records as decoded envelopes (JSON lines).
     Inspect(inspect::InspectArgs),
     /// Run the shared conformance suite against a backend.
+    #[cfg(feature = "conformance")]
     Conformance(conformance::ConformanceArgs),
     /// Measure memstate against the raw backends and SQLite (results in target/bench/).
+    #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
     /// Drop file-journal segments before every node's oldest snapshot (opt-in).
     Truncate(truncate::TruncateArgs),
@@ -71,7 +75,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Inspect(args) => inspect::run(&args),
+            #[cfg(feature = "conformance")]
             Command::Conformance(args) => conformance::run(args).await,
+            #[cfg(feature = "bench")]
             Command::Bench(args) => bench::run(args).await,
             Command::Truncate(args) => truncate::run(args).await,
         }
