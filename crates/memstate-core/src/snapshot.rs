@@ -130,14 +130,21 @@ pub struct StoredSnapshot {
 ///
 /// As [`SnapshotStore::load`], or [`SnapshotError::Encoding`] when the body
 /// holds no metadata.
-pub async fn load_meta(store: &dyn SnapshotStore, stored: &StoredSnapshot) -> Result<SnapshotMeta, SnapshotError> {
+pub async fn load_meta(
+    store: &dyn SnapshotStore,
+    stored: &StoredSnapshot,
+) -> Result<SnapshotMeta, SnapshotError> {
     #[derive(Deserialize)]
     struct MetaOnly {
         meta: SnapshotMeta,
     }
     let body = store.load(stored).await?;
-    let parsed: MetaOnly = serde_json::from_slice(&body)
-        .map_err(|e| SnapshotError::Encoding(format!("snapshot {} has no readable metadata: {e}", stored.location)))?;
+    let parsed: MetaOnly = serde_json::from_slice(&body).map_err(|e| {
+        SnapshotError::Encoding(format!(
+            "snapshot {} has no readable metadata: {e}",
+            stored.location
+        ))
+    })?;
     let mut meta = parsed.meta;
     meta.bytes = body.len() as u64;
     Ok(meta)
