@@ -172,9 +172,10 @@ mod tests {
         let m = Measurement::of(4, Duration::from_secs(2), &mut latencies);
         assert_eq!(m.ops, 1000);
         assert!((m.per_sec - 500.0).abs() < 1e-9);
-        assert_eq!(m.p50_ms, Some(0.5));
-        assert_eq!(m.p999_ms, Some(0.999));
-        assert_eq!(m.max_ms, Some(1.0));
+        let close = |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() < 1e-9);
+        assert!(close(m.p50_ms, 0.5), "{:?}", m.p50_ms);
+        assert!(close(m.p999_ms, 0.999), "{:?}", m.p999_ms);
+        assert!(close(m.max_ms, 1.0), "{:?}", m.max_ms);
         let empty = Measurement::of(1, Duration::from_secs(1), &mut []);
         assert_eq!((empty.ops, empty.p50_ms), (0, None));
     }
