@@ -122,7 +122,10 @@ impl RawKafka {
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
             .create()
             .map_err(|e| format!("creating the raw producer: {e}"))?;
         let consumer: StreamConsumer = ClientConfig::new()

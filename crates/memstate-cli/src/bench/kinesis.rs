@@ -117,7 +117,11 @@ impl Tier for RawKinesis {
     async fn point(&self, clients: usize, plan: &Plan) -> Result<TierPoint, String> {
         let size = plan.payload_size;
         let point = next_point();
-        let (c, w, n) = (self.client.clone(), self.waiters.clone(), Arc::clone(&self.name));
+        let (c, w, n) = (
+            self.client.clone(),
+            self.waiters.clone(),
+            Arc::clone(&self.name),
+        );
         let measured = closed_loop(clients, plan.budget, move |client, seq| {
             let (kinesis, waiters, name) = (c.clone(), w.clone(), Arc::clone(&n));
             async move {
