@@ -77,6 +77,9 @@ pub struct BenchArgs {
     /// Concurrent clients of each point (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub clients: Vec<usize>,
+    /// The engine's appends in flight (`EngineBuilder::max_in_flight_appends`; default: the engine's own).
+    #[arg(long, value_name = "N")]
+    pub max_in_flight_appends: Option<usize>,
     /// Bank accounts the transfers move money between (default 1000; --quick 100).
     #[arg(long, value_name = "N")]
     pub accounts: Option<u64>,
@@ -108,6 +111,8 @@ pub(crate) struct Plan {
     #[serde(serialize_with = "budget_json")]
     pub budget: Budget,
     pub rounds: usize,
+    /// `EngineBuilder::max_in_flight_appends`, when not the engine's default.
+    pub max_in_flight_appends: Option<usize>,
     pub accounts: u64,
     pub replay_commands: u64,
     pub memory_accounts: u64,
@@ -159,6 +164,7 @@ impl Plan {
             clients,
             budget,
             rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 2 }).max(1),
+            max_in_flight_appends: args.max_in_flight_appends,
             accounts: pick(args.accounts, 1000, 100).max(2),
             replay_commands: pick(args.replay_commands, 1_000_000, 20_000).max(1),
             memory_accounts: pick(args.memory_accounts, 1_000_000, 100_000),

@@ -240,8 +240,11 @@ pub(crate) async fn start_bank(
     node: &str,
     plan: &Plan,
 ) -> Result<Engine<Bank>, String> {
-    let engine = EngineBuilder::with_shared_stream(Bank::default(), stream)
-        .node_id(node)
+    let mut builder = EngineBuilder::with_shared_stream(Bank::default(), stream).node_id(node);
+    if let Some(n) = plan.max_in_flight_appends {
+        builder = builder.max_in_flight_appends(n);
+    }
+    let engine = builder
         .start()
         .await
         .map_err(|e| format!("starting the engine failed: {e}"))?;
