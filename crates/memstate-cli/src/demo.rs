@@ -275,7 +275,7 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
     {
         let records = report.records.len().max(1);
         println!(
-            "journal: {applied} envelopes in {records} records, {:.1} envelopes per append and fsync (group commit)",
+            "journal: {applied} envelopes in {records} records ({:.1} per frame); appends queued together share one fsync",
             applied as f64 / records as f64
         );
     }

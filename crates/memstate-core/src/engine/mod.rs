@@ -143,7 +143,7 @@ impl Default for LocalConfig {
             read_timeout: Duration::from_secs(30),
             startup_timeout: Duration::from_secs(600),
             append_timeout: Duration::from_secs(60),
-            max_in_flight_appends: 4,
+            max_in_flight_appends: 32,
             max_frame_bytes: usize::MAX,
             queue_capacity: 16 * 1024,
             resubscribe_attempts: 5,
@@ -300,7 +300,9 @@ impl<M: Model> EngineBuilder<M> {
         self
     }
 
-    /// Appends allowed in flight at once (default 4). While all are busy,
+    /// Appends allowed in flight at once (default 32: a remote backend with a
+    /// few milliseconds per append needs many in flight to keep up; the file
+    /// journal shares fsyncs among them). While all are busy,
     /// waiting commands accumulate into the next frame.
     pub fn max_in_flight_appends(mut self, n: usize) -> Self {
         self.config.max_in_flight_appends = n.max(1);
