@@ -8,7 +8,7 @@ use memstate_core::{CommandContext, Model};
 use serde::{Deserialize, Serialize};
 
 /// Counters by key, and a hash of everything applied, in order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     /// Current value per key.
     pub values: BTreeMap<String, i64>,

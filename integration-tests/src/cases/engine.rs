@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use memstate_core::{
-    Consistency, Engine, EngineBuilder, Error, ExecuteError, Settings, Stream, WriteMode,
+    Consistency, Engine, EngineBuilder, Error, ExecuteError, FileSnapshotStore, Settings,
+    SnapshotPolicy, Stream, WriteMode,
 };
 
 use super::{CaseResult, Outcome, ensure};
@@ -427,5 +428,69 @@ pub(super) async fn smoke_ten_thousand_commands(backend: Arc<dyn Backend>) -> Ca
         "the two nodes disagree after 10,000 commands".into()
     })?;
     shutdown(engines).await;
+    Ok(Outcome::Passed)
+}
+
+pub(super) async fn restart_from_a_snapshot_replays_only_the_tail(
+    backend: Arc<dyn Backend>,
+) -> CaseResult {
+    let f = backend.fresh().await?;
+    let snapshots = tempfile::tempdir()?;
+    let with_snapshots = |stream: Arc<dyn Stream>| {
+        EngineBuilder::with_shared_stream(Tally::default(), stream)
+            .node_id("node-0")
+            .snapshots(
+                FileSnapshotStore::new(snapshots.path()),
+                SnapshotPolicy::on_demand(),
+            )
+            .execute_timeout(Duration::from_secs(60))
+            .read_timeout(Duration::from_secs(60))
+            .startup_timeout(Duration::from_secs(120))
+            .start()
+    };
+    let first = with_snapshots(Arc::clone(&f.stream)).await?;
+    drive(std::slice::from_ref(&first), 40, 4).await?;
+    let taken = first.snapshot().await?;
+    drive(std::slice::from_ref(&first), 20, 4).await?;
+    let expected = state(&first).await?;
+    first.shutdown().await;
+
+    // A new client resumes after the snapshot's cursor: only the tail is applied.
+    let restored = with_snapshots(f.new_client().await?).await?;
+    let stats = restored.stats();
+    let from = stats
+        .snapshots
+        .restored_from
+        .as_ref()
+        .map(|m| m.applied_index);
+    ensure(from == Some(taken.applied_index), || {
+        format!("restored from {from:?}, expected {}", taken.applied_index)
+    })?;
+    ensure(stats.commands_applied == 20, || {
+        format!(
+            "{} commands replayed after the snapshot, expected the 20 of the tail",
+            stats.commands_applied
+        )
+    })?;
+    let got = state(&restored).await?;
+    ensure(got == expected, || {
+        format!(
+            "restored hash {:x}, before restart {:x}",
+            got.hash, expected.hash
+        )
+    })?;
+    // A full replay on another node reaches the same state hash.
+    let full = engine(f.new_client().await?, "node-1").await?;
+    let replayed = state(&full).await?;
+    ensure(full.stats().commands_applied == 60, || {
+        format!("a full replay applied {}", full.stats().commands_applied)
+    })?;
+    ensure(replayed == expected, || {
+        format!(
+            "full replay hash {:x}, snapshot restore {:x}",
+            replayed.hash, expected.hash
+        )
+    })?;
+    shutdown(vec![restored, full]).await;
     Ok(Outcome::Passed)
 }

@@ -154,6 +154,10 @@ pub fn all() -> Vec<Case> {
             leadership::a_follower_takes_over_when_the_leader_goes_silent,
             "§4 failover"
         ),
+        case!(
+            engine::restart_from_a_snapshot_replays_only_the_tail,
+            "§5 snapshots resume the subscription after their cursor"
+        ),
         case!(engine::smoke_ten_thousand_commands, "§3 smoke"),
     ]
 }
