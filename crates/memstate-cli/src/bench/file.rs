@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::load::closed_loop;
-use super::tiers::{AdapterTier, EngineTier, Tier, TierPoint, interleave};
+use super::tiers::{AdapterTier, EngineTier, Tier, TierPoint, interleave_three};
 use super::workload::{Tag, next_point, tagged_payload};
 use super::{BackendRun, Plan};
 
@@ -52,17 +52,7 @@ pub(crate) async fn run(plan: &Plan, work: &Path) -> Result<BackendRun, String> 
             return Err(e);
         }
     };
-    let mut tiers = interleave(
-        plan,
-        "file",
-        &[("memstate", &engine), ("adapter", &adapter), ("raw", &raw)],
-    )
-    .await?
-    .into_iter();
-    let (Some(memstate), Some(adapter), Some(raw)) = (tiers.next(), tiers.next(), tiers.next())
-    else {
-        return Err("three tiers expected".into());
-    };
+    let (memstate, adapter, raw) = interleave_three(plan, "file", &engine, &adapter, &raw).await?;
     Ok(BackendRun::new(
         "file",
         format!("journal under {}", work.display()),

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use super::load::closed_loop;
-use super::tiers::{AdapterTier, EngineTier, Tier, TierPoint, interleave};
+use super::tiers::{AdapterTier, EngineTier, Tier, TierPoint, interleave_three};
 use super::workload::{READ_BACK_TIMEOUT, Tag, Waiters, next_point, read_back, tagged_payload};
 use super::{BackendRun, Plan};
 
@@ -95,17 +95,7 @@ async fn tiers(plan: &Plan, topics: &[KafkaConfig]) -> Result<Tiers, String> {
             return Err(e);
         }
     };
-    let mut tiers = interleave(
-        plan,
-        "kafka",
-        &[("memstate", &engine), ("adapter", &adapter), ("raw", &raw)],
-    )
-    .await?
-    .into_iter();
-    match (tiers.next(), tiers.next(), tiers.next()) {
-        (Some(m), Some(a), Some(r)) => Ok((m, a, r)),
-        _ => Err("three tiers expected".into()),
-    }
+    interleave_three(plan, "kafka", &engine, &adapter, &raw).await
 }
 
 /// The raw client: a producer and a consumer reading the topic back.

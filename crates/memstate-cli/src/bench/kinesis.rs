@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use super::load::closed_loop;
-use super::tiers::{AdapterTier, EngineTier, Tier, TierPoint, interleave};
+use super::tiers::{AdapterTier, EngineTier, Tier, TierPoint, interleave_three};
 use super::workload::{READ_BACK_TIMEOUT, Tag, Waiters, next_point, read_back, tagged_payload};
 use super::{BackendRun, Plan};
 
@@ -70,17 +70,7 @@ async fn tiers(plan: &Plan, streams: &[KinesisStream]) -> Result<Tiers, String> 
         }
     };
     let raw = RawKinesis::start(raw_stream);
-    let mut tiers = interleave(
-        plan,
-        "kinesis",
-        &[("memstate", &engine), ("adapter", &adapter), ("raw", &raw)],
-    )
-    .await?
-    .into_iter();
-    match (tiers.next(), tiers.next(), tiers.next()) {
-        (Some(m), Some(a), Some(r)) => Ok((m, a, r)),
-        _ => Err("three tiers expected".into()),
-    }
+    interleave_three(plan, "kinesis", &engine, &adapter, &raw).await
 }
 
 /// The raw client: `PutRecord` per operation, one `GetRecords` loop reading back.

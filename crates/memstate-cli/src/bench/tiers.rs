@@ -77,6 +77,28 @@ pub(crate) async fn interleave(
     result
 }
 
+/// [`interleave`] over the three tiers every backend measures: the engine,
+/// the adapter alone, and the raw client. Closes all three.
+pub(crate) async fn interleave_three(
+    plan: &Plan,
+    backend: &str,
+    memstate: &dyn Tier,
+    adapter: &dyn Tier,
+    raw: &dyn Tier,
+) -> Result<(Vec<TierPoint>, Vec<TierPoint>, Vec<TierPoint>), String> {
+    let mut tiers = interleave(
+        plan,
+        backend,
+        &[("memstate", memstate), ("adapter", adapter), ("raw", raw)],
+    )
+    .await?
+    .into_iter();
+    match (tiers.next(), tiers.next(), tiers.next()) {
+        (Some(m), Some(a), Some(r)) => Ok((m, a, r)),
+        _ => Err("three tiers expected".into()),
+    }
+}
+
 async fn interleave_inner(
     plan: &Plan,
     backend: &str,
