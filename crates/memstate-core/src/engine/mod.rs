@@ -571,9 +571,7 @@ impl<M: Model> Engine<M> {
     /// or a halted or stopped engine.
     pub async fn query<R>(&self, level: Consistency, f: impl FnOnce(&M) -> R) -> Result<R, Error> {
         let own = self.shared.last_write.load(AtomicOrdering::Acquire);
-        self.shared.wait_for(level, own).await?;
-        self.shared.check_running()?;
-        Ok(f(&self.shared.model.read()))
+        self.shared.query(level, own, f).await
     }
 
     /// Read access to the model as applied so far (the `Local` level), for
@@ -719,9 +717,7 @@ impl<M: Model> Session<M> {
     /// As [`Engine::query`].
     pub async fn query<R>(&self, level: Consistency, f: impl FnOnce(&M) -> R) -> Result<R, Error> {
         let own = self.last_write.load(AtomicOrdering::Acquire);
-        self.engine.shared.wait_for(level, own).await?;
-        self.engine.shared.check_running()?;
-        Ok(f(&self.engine.shared.model.read()))
+        self.engine.shared.query(level, own, f).await
     }
 
     /// The applied index of this session's last acknowledged write (a token
@@ -753,6 +749,19 @@ impl<M: Model> Shared<M> {
             epoch: None,
             body,
         }
+    }
+
+    /// Runs `f` over the model once `level` is met, `own_last_write` being
+    /// the caller's read-your-writes token.
+    async fn query<R>(
+        &self,
+        level: Consistency,
+        own_last_write: u64,
+        f: impl FnOnce(&M) -> R,
+    ) -> Result<R, Error> {
+        self.wait_for(level, own_last_write).await?;
+        self.check_running()?;
+        Ok(f(&self.model.read()))
     }
 
     fn check_running(&self) -> Result<(), Error> {
