@@ -24,11 +24,42 @@ pub(crate) fn parse(connection_string: &str) -> Result<ClientSettings, EventStor
         ));
     }
     check_connection_name(trimmed).map_err(invalid)?;
-    trimmed.parse::<ClientSettings>().map_err(|e| {
+    let settings = trimmed.parse::<ClientSettings>().map_err(|e| {
         // The client's message quotes the whole string, password included:
         // only a redacted copy leaves this function (hence no `source`).
         invalid(redact_within(&e.to_string(), trimmed))
-    })
+    })?;
+    check_tls(&settings).map_err(invalid)?;
+    Ok(settings)
+}
+
+/// The client only logs a warning for a CA file given to an insecure
+/// connection, and learns of an unreadable certificate file when it first
+/// connects (then retries until the deadline): both are refused here, with
+/// the path, before anything is sent.
+fn check_tls(settings: &ClientSettings) -> Result<(), String> {
+    let mut files = Vec::new();
+    if let Some(ca) = settings.tls_ca_file() {
+        files.push(("tlsCaFile", ca));
+    }
+    if let Some((cert, key)) = settings.user_certificate() {
+        files.push(("userCertFile", cert));
+        files.push(("userKeyFile", key));
+    }
+    if !settings.is_secure_mode_enabled()
+        && let Some((name, _)) = files.first()
+    {
+        return Err(format!(
+            "{name} is given but tls=false: the client would ignore it and connect without TLS; \
+             remove tls=false (TLS is on by default) or the certificate settings"
+        ));
+    }
+    for (name, path) in files {
+        if let Err(e) = std::fs::File::open(path) {
+            return Err(format!("{name} {path:?} cannot be read: {e}"));
+        }
+    }
+    Ok(())
 }
 
 /// The connection string with any password replaced by `***`.
@@ -244,6 +275,96 @@ mod tests {
     fn printable_connection_names_are_accepted() {
         assert!(parse("kurrentdb://h:2113?tls=false&connectionName=node-1%20a+b").is_ok());
         assert_eq!(percent_decode("a%20b+c%2"), b"a b c%2".to_vec());
+    }
+
+    #[test]
+    fn tls_is_on_by_default_and_verifies_the_certificate() {
+        let settings = parse("kurrentdb://db.internal:2113").ok();
+        let secure = settings.as_ref().map(|s| {
+            (
+                s.is_secure_mode_enabled(),
+                s.is_tls_certificate_verification_enabled(),
+                s.tls_ca_file().cloned(),
+            )
+        });
+        assert_eq!(secure, Some((true, true, None)));
+        let unverified = parse("esdb://h:2113?tlsVerifyCert=false").ok();
+        assert_eq!(
+            unverified.map(|s| (
+                s.is_secure_mode_enabled(),
+                s.is_tls_certificate_verification_enabled()
+            )),
+            Some((true, false))
+        );
+    }
+
+    #[test]
+    fn a_private_ca_and_a_client_certificate_are_taken_from_files() {
+        let dir = std::env::temp_dir().join(format!("memstate-es-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let ca = dir.join("ca.pem");
+        let cert = dir.join("user.crt");
+        let key = dir.join("user.key");
+        for file in [&ca, &cert, &key] {
+            std::fs::write(file, "-----BEGIN CERTIFICATE-----\n").ok();
+        }
+        let text = format!(
+            "kurrentdb://h:2113?tlsCaFile={}&userCertFile={}&userKeyFile={}",
+            ca.display(),
+            cert.display(),
+            key.display()
+        );
+        let settings = parse(&text);
+        std::fs::remove_dir_all(&dir).ok();
+        let settings = match settings {
+            Ok(settings) => settings,
+            Err(e) => panic!("{text:?} refused: {e}"),
+        };
+        assert_eq!(
+            settings.tls_ca_file().map(String::as_str),
+            ca.to_str(),
+            "{text}"
+        );
+        assert_eq!(
+            settings
+                .user_certificate()
+                .map(|(c, k)| (c.as_str(), k.as_str())),
+            cert.to_str().zip(key.to_str())
+        );
+    }
+
+    #[test]
+    fn certificate_settings_that_would_be_ignored_or_fail_later_are_refused() {
+        for (text, expected) in [
+            (
+                "kurrentdb://h:2113?tls=false&tlsCaFile=/etc/hostname",
+                "tls=false",
+            ),
+            (
+                "kurrentdb://h:2113?tls=false&userCertFile=/etc/hostname&userKeyFile=/etc/hostname",
+                "tls=false",
+            ),
+            (
+                "kurrentdb://h:2113?tlsCaFile=/nonexistent/memstate-ca.pem",
+                "/nonexistent/memstate-ca.pem",
+            ),
+            (
+                "kurrentdb://h:2113?userCertFile=/nonexistent/u.crt&userKeyFile=/nonexistent/u.key",
+                "/nonexistent/u.crt",
+            ),
+            (
+                "kurrentdb://h:2113?userCertFile=/etc/hostname",
+                "userKeyFile",
+            ),
+        ] {
+            match parse(text) {
+                Err(EventStoreError::InvalidConnectionString { reason, .. }) => {
+                    assert!(reason.contains(expected), "{text:?}: {reason}");
+                }
+                Ok(_) => panic!("{text:?} was accepted"),
+                Err(other) => panic!("{text:?}: unexpected {other}"),
+            }
+        }
     }
 
     #[test]

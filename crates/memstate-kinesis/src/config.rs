@@ -250,6 +250,9 @@ impl KinesisConfig {
                 ),
             ));
         }
+        if let Some(endpoint) = &self.endpoint_url {
+            check_endpoint(endpoint).map_err(|reason| misconfigured(name, reason))?;
+        }
         if self.request_timeout.is_zero()
             || self.connect_timeout.is_zero()
             || self.create_timeout.is_zero()
@@ -334,6 +337,27 @@ impl KinesisConfig {
     }
 }
 
+/// The SDK takes the scheme of an endpoint override as the choice of TLS:
+/// `https://` is TLS, verified against the platform's trust store (the
+/// native roots, which honour `SSL_CERT_FILE` and `SSL_CERT_DIR`);
+/// `http://` is plain text, meant for a local emulator. Anything else would
+/// only fail at the first call, so it is refused here.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!(
+                "endpoint_url {endpoint:?} must start with https:// (TLS) or http:// (plain, for a local emulator)"
+            )
+        })?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("endpoint_url {endpoint:?} names no host"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +383,67 @@ mod tests {
             config.validate(),
             Err(StreamError::Misconfigured { .. })
         ));
+    }
+
+    #[test]
+    fn an_endpoint_chooses_tls_by_its_scheme_and_anything_else_is_refused() {
+        for good in [
+            "https://kinesis.eu-west-1.amazonaws.com",
+            "https://vpce-0abc.kinesis.eu-west-1.vpce.amazonaws.com:443/",
+            "http://127.0.0.1:14567",
+        ] {
+            let config = KinesisConfig::new("s").with_endpoint_url(good);
+            assert!(config.validate().is_ok(), "{good}");
+        }
+        for (bad, expected) in [
+            ("127.0.0.1:14567", "https://"),
+            ("kinesis.eu-west-1.amazonaws.com", "https://"),
+            ("tls://kinesis.example", "https://"),
+            ("HTTPS//kinesis.example", "https://"),
+            ("https://", "no host"),
+            ("https:///path", "no host"),
+        ] {
+            let err = KinesisConfig::new("s")
+                .with_endpoint_url(bad)
+                .validate()
+                .unwrap_err();
+            assert!(matches!(err, StreamError::Misconfigured { .. }), "{bad}");
+            assert!(err.to_string().contains(expected), "{bad}: {err}");
+        }
+    }
+
+    /// The first bytes the client sends to a loopback listener at `scheme://`.
+    async fn first_bytes_sent(scheme: &str) -> Vec<u8> {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        let peek = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().ok()?;
+            socket
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .ok()?;
+            let mut buf = [0u8; 5];
+            socket.read_exact(&mut buf).ok()?;
+            Some(buf.to_vec())
+        });
+        let config = KinesisConfig::emulator(format!("{scheme}://127.0.0.1:{port}"), "s")
+            .with_request_timeout(Duration::from_secs(30));
+        let client = config
+            .client()
+            .await
+            .expect("static credentials need no lookup");
+        // The call fails (the listener answers nothing); only what it sent matters.
+        let _ = client.list_streams().send().await;
+        peek.join().ok().flatten().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn an_https_endpoint_speaks_tls_and_an_http_one_plain_text() {
+        let tls = first_bytes_sent("https").await;
+        // A TLS record header: handshake (22), protocol major version 3.
+        assert_eq!(tls.get(..2), Some(&[22u8, 3][..]), "{tls:?}");
+        let plain = first_bytes_sent("http").await;
+        assert_eq!(plain, b"POST ".to_vec());
     }
 
     #[test]
