@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::connection;
-use crate::error::EventStoreError;
+use crate::error::EventStoreStreamError;
 use crate::event::size_on_disk;
 
 /// The server's cap on one event: `TFConsts.EffectiveMaxLogRecordSize`
@@ -128,8 +128,8 @@ impl EventStoreConfig {
     }
 
     /// Checks the values that do not need the server.
-    pub(crate) fn validate(&self) -> Result<(), EventStoreError> {
-        let invalid = |reason: String| Err(EventStoreError::InvalidConfig(reason));
+    pub(crate) fn validate(&self) -> Result<(), EventStoreStreamError> {
+        let invalid = |reason: String| Err(EventStoreStreamError::InvalidConfig(reason));
         if self.stream_name.is_empty() {
             return invalid("stream_name is empty".to_owned());
         }
@@ -216,7 +216,7 @@ mod tests {
 
     fn refusal(config: &EventStoreConfig) -> String {
         match config.validate() {
-            Err(EventStoreError::InvalidConfig(reason)) => reason,
+            Err(EventStoreStreamError::InvalidConfig(reason)) => reason,
             other => panic!("accepted: {other:?}"),
         }
     }

@@ -9,12 +9,12 @@
 
 use kurrentdb::ClientSettings;
 
-use crate::error::EventStoreError;
+use crate::error::EventStoreStreamError;
 
 /// Parses a connection string.
-pub(crate) fn parse(connection_string: &str) -> Result<ClientSettings, EventStoreError> {
+pub(crate) fn parse(connection_string: &str) -> Result<ClientSettings, EventStoreStreamError> {
     let trimmed = connection_string.trim();
-    let invalid = |reason: String| EventStoreError::InvalidConnectionString {
+    let invalid = |reason: String| EventStoreStreamError::InvalidConnectionString {
         connection_string: redact(trimmed),
         reason,
     };
@@ -231,7 +231,7 @@ mod tests {
             ),
         ] {
             match parse(text) {
-                Err(EventStoreError::InvalidConnectionString { reason, .. }) => {
+                Err(EventStoreStreamError::InvalidConnectionString { reason, .. }) => {
                     assert!(
                         reason.to_lowercase().contains(&expected.to_lowercase()),
                         "{text:?}: {reason}"
@@ -358,7 +358,7 @@ mod tests {
             ),
         ] {
             match parse(text) {
-                Err(EventStoreError::InvalidConnectionString { reason, .. }) => {
+                Err(EventStoreStreamError::InvalidConnectionString { reason, .. }) => {
                     assert!(reason.contains(expected), "{text:?}: {reason}");
                 }
                 Ok(_) => panic!("{text:?} was accepted"),

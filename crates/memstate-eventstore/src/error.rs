@@ -20,7 +20,7 @@ pub(crate) const BACKEND: &str = "eventstore";
 /// Errors specific to the EventStoreDB adapter.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum EventStoreError {
+pub enum EventStoreStreamError {
     /// The connection string cannot be parsed (the password, if any, is
     /// replaced by `***`).
     #[error("invalid connection string {connection_string:?}: {reason}")]
@@ -72,10 +72,11 @@ pub enum EventStoreError {
     },
 }
 
-impl From<EventStoreError> for StreamError {
-    fn from(error: EventStoreError) -> Self {
+impl From<EventStoreStreamError> for StreamError {
+    fn from(error: EventStoreStreamError) -> Self {
         match error {
-            EventStoreError::InvalidConnectionString { .. } | EventStoreError::InvalidConfig(_) => {
+            EventStoreStreamError::InvalidConnectionString { .. }
+            | EventStoreStreamError::InvalidConfig(_) => {
                 StreamError::backend(BACKEND, "validating the configuration", error)
             }
             other => StreamError::backend(BACKEND, "using the KurrentDB client", other),
@@ -222,7 +223,7 @@ pub(crate) fn map_client_error(
         ClientError::AccessDenied => StreamError::backend(
             BACKEND,
             action,
-            EventStoreError::AccessDenied {
+            EventStoreStreamError::AccessDenied {
                 stream: ctx.stream.to_owned(),
                 source: error,
             },
@@ -231,7 +232,7 @@ pub(crate) fn map_client_error(
             StreamError::backend(
                 BACKEND,
                 action,
-                EventStoreError::Unreachable {
+                EventStoreStreamError::Unreachable {
                     endpoint: ctx.endpoint.to_owned(),
                     source: error,
                 },
@@ -293,7 +294,7 @@ pub(crate) fn panicked(
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned());
     let action = ctx.action(op);
-    let error = EventStoreError::ClientPanicked {
+    let error = EventStoreStreamError::ClientPanicked {
         action: action.clone(),
         message,
     };

@@ -2,6 +2,7 @@
 
 pub mod container;
 
+mod client;
 mod config;
 mod connection;
 mod cursor;
@@ -11,6 +12,6 @@ mod stream;
 mod subscription;
 
 pub use config::{EventStoreConfig, SERVER_MAX_APPEND_SIZE_CEILING, SERVER_MAX_EVENT_SIZE};
-pub use error::EventStoreError;
+pub use error::EventStoreStreamError;
 pub use stream::EventStoreStream;
 pub use subscription::EventStoreSubscription;

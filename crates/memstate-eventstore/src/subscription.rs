@@ -34,9 +34,9 @@ use kurrentdb::{
 };
 use memstate_core::{Record, StreamError, Subscription};
 
+use crate::client::Shared;
 use crate::error::{self, Operation};
 use crate::event;
-use crate::stream::Shared;
 
 /// A subscription to an [`EventStoreStream`](crate::EventStoreStream).
 pub struct EventStoreSubscription {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use memstate_core::{Cursor, Stream, StreamError};
-use memstate_eventstore::{EventStoreConfig, EventStoreError, EventStoreStream};
+use memstate_eventstore::{EventStoreConfig, EventStoreStream, EventStoreStreamError};
 
 /// Nothing listens on port 1 of the loopback address.
 const REFUSED_INSECURE: &str = "kurrentdb://127.0.0.1:1?tls=false";
@@ -25,10 +25,10 @@ fn lazy(url: &str) -> EventStoreStream {
 }
 
 /// The adapter error carried as the source of a `StreamError`.
-fn adapter_source(error: &StreamError) -> Option<&EventStoreError> {
+fn adapter_source(error: &StreamError) -> Option<&EventStoreStreamError> {
     error
         .source()
-        .and_then(|s| s.downcast_ref::<EventStoreError>())
+        .and_then(|s| s.downcast_ref::<EventStoreStreamError>())
 }
 
 fn assert_unreachable(error: &StreamError, expect_in_message: &str) {
@@ -45,7 +45,7 @@ fn assert_unreachable(error: &StreamError, expect_in_message: &str) {
     assert!(
         matches!(
             adapter_source(error),
-            Some(EventStoreError::Unreachable { .. })
+            Some(EventStoreStreamError::Unreachable { .. })
         ),
         "{error:?}"
     );
@@ -234,7 +234,7 @@ async fn invalid_connection_strings_fail_at_construction_without_leaking_the_pas
         assert!(
             matches!(
                 adapter_source(&error),
-                Some(EventStoreError::InvalidConnectionString { .. })
+                Some(EventStoreStreamError::InvalidConnectionString { .. })
             ),
             "{url}: {error:?}"
         );
@@ -249,7 +249,7 @@ async fn invalid_limits_fail_at_construction() {
     let error = EventStoreStream::connect_lazy(config).expect_err("record cannot fit");
     assert!(matches!(
         adapter_source(&error),
-        Some(EventStoreError::InvalidConfig(_))
+        Some(EventStoreStreamError::InvalidConfig(_))
     ));
 }
 
@@ -258,7 +258,10 @@ fn creating_a_stream_outside_a_tokio_runtime_is_an_error_not_a_panic() {
     let error = EventStoreStream::connect_lazy(config(REFUSED_INSECURE))
         .expect_err("the client needs a runtime");
     assert!(
-        matches!(adapter_source(&error), Some(EventStoreError::NoRuntime)),
+        matches!(
+            adapter_source(&error),
+            Some(EventStoreStreamError::NoRuntime)
+        ),
         "{error:?}"
     );
 }

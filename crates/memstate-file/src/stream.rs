@@ -108,7 +108,7 @@ impl FileStream {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn open(dir: impl AsRef<Path>) -> Result<Self, FileStreamError> {
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Self, StreamError> {
         Self::open_with(FileStreamConfig::new(dir)).await
     }
 
@@ -119,11 +119,18 @@ impl FileStream {
     ///
     /// # Errors
     ///
-    /// [`FileStreamError::InvalidConfig`] for limits that cannot work;
-    /// [`FileStreamError::Corrupt`] naming the file and offset of damage that
-    /// is not a torn tail; [`FileStreamError::LockTimeout`] when another
-    /// appender holds the lock too long; I/O failures.
-    pub async fn open_with(config: FileStreamConfig) -> Result<Self, FileStreamError> {
+    /// Like every adapter's constructor, a [`StreamError`] (the journal's own
+    /// [`FileStreamError`] converted at the crate edge; I/O failures keep it
+    /// as their source): [`StreamError::Misconfigured`] for limits that cannot
+    /// work; [`StreamError::Corrupt`] naming the file and offset of damage
+    /// that is not a torn tail; [`StreamError::Timeout`] when another appender
+    /// holds the writer lock too long; [`StreamError::Backend`] for I/O
+    /// failures.
+    pub async fn open_with(config: FileStreamConfig) -> Result<Self, StreamError> {
+        Ok(Self::open_journal(config).await?)
+    }
+
+    async fn open_journal(config: FileStreamConfig) -> Result<Self, FileStreamError> {
         config.validate()?;
         let requested = config.dir.clone();
         let scope = if config.verify_on_open {
@@ -202,7 +209,7 @@ impl FileStream {
     }
 
     /// Closes this handle and its clones: appends fail with
-    /// [`FileStreamError::Closed`], subscriptions end with `Ok(None)`.
+    /// [`StreamError::Closed`], subscriptions end with `Ok(None)`.
     /// Appends already queued still complete. Other handles on the same
     /// directory are not affected.
     pub fn close(&self) {
@@ -219,10 +226,11 @@ impl FileStream {
     ///
     /// # Errors
     ///
-    /// I/O failures reading the watermark file.
-    pub async fn watermark(&self) -> Result<Option<Watermark>, FileStreamError> {
+    /// [`StreamError::Backend`] for I/O failures reading the watermark file;
+    /// [`StreamError::Corrupt`] when it cannot be parsed.
+    pub async fn watermark(&self) -> Result<Option<Watermark>, StreamError> {
         let dir = self.inner.config.dir.clone();
-        blocking(move || read_watermark(&dir)).await
+        Ok(blocking(move || read_watermark(&dir)).await?)
     }
 
     async fn submit(

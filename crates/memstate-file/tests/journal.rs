@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{assert_quiet, b, payloads, segment_file, take};
 use memstate_core::{Cursor, Stream, StreamError};
-use memstate_file::{FileStream, FileStreamConfig, FileStreamError, Position, inspect};
+use memstate_file::{FileStream, FileStreamConfig, Position, inspect};
 
 fn fast(dir: &std::path::Path) -> FileStreamConfig {
     FileStreamConfig::new(dir).with_poll_interval(Duration::from_millis(5))
@@ -172,9 +172,8 @@ async fn a_flipped_byte_in_a_middle_record_is_corruption_naming_file_and_offset(
     // Reopening refuses the journal and changes nothing.
     let len = std::fs::metadata(&seg).unwrap().len();
     match FileStream::open(dir.path()).await {
-        Err(FileStreamError::Corrupt { path, offset, .. }) => {
-            assert_eq!(path, seg);
-            assert_eq!(offset, middle);
+        Err(StreamError::Corrupt { location, .. }) => {
+            assert_eq!(location, format!("{} at offset {middle}", seg.display()));
         }
         other => panic!("expected corruption, got {other:?}"),
     }
@@ -199,7 +198,7 @@ async fn a_bad_last_record_inside_the_durable_watermark_is_corruption_not_a_torn
     // The watermark proves the record was acknowledged: never drop it silently.
     let err = FileStream::open(dir.path()).await.unwrap_err();
     assert!(
-        matches!(err, FileStreamError::Corrupt { offset, .. } if offset == last),
+        matches!(&err, StreamError::Corrupt { location, .. } if location.ends_with(&format!(" at offset {last}"))),
         "{err}"
     );
 
@@ -580,7 +579,7 @@ async fn a_config_whose_record_limit_does_not_fit_a_segment_is_refused() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, FileStreamError::InvalidConfig(_)), "{err}");
+    assert!(matches!(err, StreamError::Misconfigured { .. }), "{err}");
 }
 
 #[tokio::test]

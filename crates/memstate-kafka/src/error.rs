@@ -1,7 +1,7 @@
 //! The adapter's own errors, and their conversion into [`StreamError`] at the
 //! crate edge.
 //!
-//! Callers see [`StreamError`]; the [`Error`] below rides along as its source,
+//! Callers see [`StreamError`]; the [`KafkaStreamError`] below rides along as its source,
 //! so the librdkafka error code stays reachable through
 //! [`std::error::Error::source`].
 
@@ -16,7 +16,7 @@ pub(crate) const BACKEND: &str = "kafka";
 /// What went wrong inside the Kafka adapter.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum KafkaStreamError {
     /// librdkafka reported an error.
     #[error("{source}")]
     Client {
@@ -91,7 +91,7 @@ pub(crate) fn request_error(
         _ => StreamError::backend(
             BACKEND,
             format!("{action} (topic {topic:?})"),
-            Error::from(error),
+            KafkaStreamError::from(error),
         ),
     }
 }
@@ -112,9 +112,9 @@ pub(crate) fn not_found(topic: &str) -> StreamError {
 /// broker (a timeout or a lost connection says nothing about whether the
 /// write happened), so the default is [`StreamError::Ambiguous`]. Only errors
 /// that the broker returns before writing anything are reported as such.
-pub(crate) fn delivery_error(topic: &str, error: Error) -> StreamError {
+pub(crate) fn delivery_error(topic: &str, error: KafkaStreamError) -> StreamError {
     let definite = match &error {
-        Error::Client { source } => code(source).filter(|c| {
+        KafkaStreamError::Client { source } => code(source).filter(|c| {
             matches!(
                 c,
                 RDKafkaErrorCode::MessageSizeTooLarge
@@ -176,7 +176,7 @@ mod tests {
         );
         assert!(matches!(err, StreamError::Ambiguous { .. }), "{err}");
         assert!(matches!(
-            delivery_error("t", Error::DeliveryCanceled),
+            delivery_error("t", KafkaStreamError::DeliveryCanceled),
             StreamError::Ambiguous { .. }
         ));
     }
@@ -216,7 +216,7 @@ mod tests {
     fn interleaved_records_are_reported_as_written() {
         let err = delivery_error(
             "t",
-            Error::Interleaved {
+            KafkaStreamError::Interleaved {
                 offsets: vec![4, 6],
             },
         );

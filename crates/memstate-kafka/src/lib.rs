@@ -8,5 +8,5 @@ mod subscription;
 mod topic;
 
 pub use config::KafkaConfig;
-pub use error::Error;
+pub use error::KafkaStreamError;
 pub use stream::KafkaStream;

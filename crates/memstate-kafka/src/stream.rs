@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::config::KafkaConfig;
 use crate::cursor;
-use crate::error::{BACKEND, Error, delivery_error};
+use crate::error::{BACKEND, KafkaStreamError, delivery_error};
 use crate::subscription::KafkaSubscription;
 use crate::topic;
 
@@ -38,7 +38,7 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 ///   between them. Kafka itself cannot
 ///   keep *another* producer from writing between two records, so the
 ///   offsets are checked afterwards and a split append is reported as an
-///   error (the records are written; see [`crate::Error::Interleaved`]).
+///   error (the records are written; see [`crate::KafkaStreamError::Interleaved`]).
 /// * **Subscribe** assigns partition 0 to a fresh consumer and seeks: no
 ///   consumer group, no commits. A position before the log's start (records
 ///   deleted by retention) fails as [`StreamError::HistoryTruncated`].
@@ -104,7 +104,7 @@ impl KafkaStream {
             StreamError::backend(
                 BACKEND,
                 format!("creating a Kafka producer for topic {:?}", config.topic),
-                Error::from(e),
+                KafkaStreamError::from(e),
             )
         })?;
         let name = config.topic.clone();
@@ -148,7 +148,11 @@ impl KafkaStream {
         config.validate()?;
         let created = topic::create(&config, replication_factor).await?;
         let producer: FutureProducer = config.admin_config().create().map_err(|e| {
-            StreamError::backend(BACKEND, "creating a Kafka metadata client", Error::from(e))
+            StreamError::backend(
+                BACKEND,
+                "creating a Kafka metadata client",
+                KafkaStreamError::from(e),
+            )
         })?;
         let name = config.topic.clone();
         topic::verify(&config, true, move |timeout| {
@@ -219,16 +223,22 @@ impl KafkaStream {
     }
 
     /// Waits for one delivery report; the offset on success.
-    async fn delivered(&self, delivery: DeliveryFuture, deadline: Instant) -> Result<i64, Error> {
+    async fn delivered(
+        &self,
+        delivery: DeliveryFuture,
+        deadline: Instant,
+    ) -> Result<i64, KafkaStreamError> {
         match tokio::time::timeout_at(deadline.into(), delivery).await {
-            Err(_) => Err(Error::Client {
+            Err(_) => Err(KafkaStreamError::Client {
                 source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
             }),
-            Ok(Err(_canceled)) => Err(Error::DeliveryCanceled),
-            Ok(Ok(Err((e, _message)))) => Err(Error::from(e)),
-            Ok(Ok(Ok(delivery))) if delivery.partition != 0 => Err(Error::WrongPartition {
-                partition: delivery.partition,
-            }),
+            Ok(Err(_canceled)) => Err(KafkaStreamError::DeliveryCanceled),
+            Ok(Ok(Err((e, _message)))) => Err(KafkaStreamError::from(e)),
+            Ok(Ok(Ok(delivery))) if delivery.partition != 0 => {
+                Err(KafkaStreamError::WrongPartition {
+                    partition: delivery.partition,
+                })
+            }
             Ok(Ok(Ok(delivery))) => Ok(delivery.offset),
         }
     }
@@ -272,10 +282,10 @@ impl Stream for KafkaStream {
                         return Err(StreamError::backend(
                             BACKEND,
                             format!("queueing a record for topic {topic:?}"),
-                            Error::from(e),
+                            KafkaStreamError::from(e),
                         ));
                     }
-                    Err(e) => return Err(delivery_error(topic, Error::from(e))),
+                    Err(e) => return Err(delivery_error(topic, KafkaStreamError::from(e))),
                 }
             }
         }
@@ -288,7 +298,10 @@ impl Stream for KafkaStream {
             );
         }
         if offsets.windows(2).any(|pair| pair[1] != pair[0] + 1) {
-            return Err(delivery_error(topic, Error::Interleaved { offsets }));
+            return Err(delivery_error(
+                topic,
+                KafkaStreamError::Interleaved { offsets },
+            ));
         }
         Ok(offsets.into_iter().map(cursor::from_offset).collect())
     }

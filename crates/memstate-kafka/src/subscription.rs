@@ -15,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::cursor;
-use crate::error::{self, BACKEND, Error};
+use crate::error::{self, BACKEND, KafkaStreamError};
 use crate::topic;
 
 /// A live read of a Kafka stream from one offset on.
@@ -51,10 +51,9 @@ impl KafkaSubscription {
     /// A consumer positioned at `start` (no group: the adapter seeks itself).
     pub(crate) async fn open(config: &KafkaConfig, start: i64) -> Result<Self, StreamError> {
         let action = format!("creating a Kafka consumer for topic {:?}", config.topic);
-        let consumer: StreamConsumer = config
-            .consumer_config()
-            .create()
-            .map_err(|e| StreamError::backend(BACKEND, action.clone(), Error::from(e)))?;
+        let consumer: StreamConsumer = config.consumer_config().create().map_err(|e| {
+            StreamError::backend(BACKEND, action.clone(), KafkaStreamError::from(e))
+        })?;
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(&config.topic, 0, Offset::Offset(start))
@@ -66,7 +65,7 @@ impl KafkaSubscription {
                         "assigning partition 0 of topic {:?} at offset {start}",
                         config.topic
                     ),
-                    Error::from(e),
+                    KafkaStreamError::from(e),
                 )
             })?;
         Ok(Self {
@@ -161,7 +160,7 @@ impl KafkaSubscription {
                 "reading topic {:?} at offset {}",
                 self.topic, self.next_offset
             ),
-            Error::from(error),
+            KafkaStreamError::from(error),
         )
     }
 }

@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 
 use crate::config::{KafkaConfig, message_max_bytes};
-use crate::error::{self, BACKEND, Error, request_error};
+use crate::error::{self, BACKEND, KafkaStreamError, request_error};
 
 /// Slack added to librdkafka's own timeout before the adapter gives up on a
 /// call that should already have returned.
@@ -48,7 +48,7 @@ where
         Ok(Err(join)) => Err(StreamError::backend(
             BACKEND,
             format!("{action} (topic {topic:?})"),
-            Error::Task(join),
+            KafkaStreamError::Task(join),
         )),
         Ok(Ok(result)) => result.map_err(|e| request_error(topic, action, timeout, e)),
     }
@@ -148,7 +148,7 @@ fn admin_client(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext
         StreamError::backend(
             BACKEND,
             format!("creating a Kafka admin client for topic {:?}", config.topic),
-            Error::from(e),
+            KafkaStreamError::from(e),
         )
     })
 }
@@ -200,12 +200,12 @@ pub(crate) async fn create(
         Some(Err((_, code))) => Err(StreamError::backend(
             BACKEND,
             format!("creating topic {topic:?} with replication factor {replication_factor}"),
-            Error::from(KafkaError::AdminOp(code)),
+            KafkaStreamError::from(KafkaError::AdminOp(code)),
         )),
         None => Err(StreamError::backend(
             BACKEND,
             format!("creating topic {topic:?}"),
-            Error::from(KafkaError::AdminOpCreation(
+            KafkaStreamError::from(KafkaError::AdminOpCreation(
                 "the broker returned no result".to_owned(),
             )),
         )),
@@ -233,7 +233,7 @@ pub(crate) async fn delete(config: &KafkaConfig) -> Result<bool, StreamError> {
         Some(Err((_, code))) => Err(StreamError::backend(
             BACKEND,
             format!("deleting topic {topic:?}"),
-            Error::from(KafkaError::AdminOp(code)),
+            KafkaStreamError::from(KafkaError::AdminOp(code)),
         )),
         None => Ok(false),
     }

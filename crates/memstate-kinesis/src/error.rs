@@ -1,4 +1,4 @@
-//! [`KinesisError`]: what one Kinesis call can fail with, and its conversion
+//! [`KinesisStreamError`]: what one Kinesis call can fail with, and its conversion
 //! into [`StreamError`] at the crate edge.
 
 use std::time::Duration;
@@ -17,7 +17,7 @@ pub(crate) const BACKEND: &str = "kinesis";
 /// and keeps the SDK's error as its source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum KinesisError {
+pub enum KinesisStreamError {
     /// The stream does not exist (`ResourceNotFoundException`).
     #[error("{operation}: stream not found: {message}")]
     StreamNotFound {
@@ -104,7 +104,7 @@ pub enum KinesisError {
     },
 }
 
-impl KinesisError {
+impl KinesisStreamError {
     /// Classifies an SDK error from `operation`; `timeout` is the configured
     /// request timeout, reported when the SDK gave up waiting.
     pub(crate) fn from_sdk<E, R>(

@@ -8,5 +8,5 @@ mod stream;
 mod subscription;
 
 pub use config::{ENDPOINT_ENV, KinesisConfig, KinesisCredentials};
-pub use error::KinesisError;
+pub use error::KinesisStreamError;
 pub use stream::{KINESIS_RECORD_LIMIT, KinesisStream, MAX_RECORD_SIZE};

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::config::KinesisConfig;
 use crate::cursor;
-use crate::error::{KinesisError, misconfigured, not_found};
+use crate::error::{KinesisStreamError, misconfigured, not_found};
 use crate::subscription::{KinesisSubscription, Start};
 
 /// The partition key of every record. All records go to the stream's only
@@ -159,7 +159,7 @@ impl KinesisStream {
         E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: fmt::Debug + Send + Sync + 'static,
     {
-        KinesisError::from_sdk(operation, self.inner.config.request_timeout, err)
+        KinesisStreamError::from_sdk(operation, self.inner.config.request_timeout, err)
             .into_read_error(self.stream_name())
     }
 
@@ -174,7 +174,7 @@ impl KinesisStream {
             .partition_key(PARTITION_KEY)
             .data(Blob::new(payload));
         let output = request.send().await.map_err(|e| {
-            KinesisError::from_sdk("PutRecord", self.inner.config.request_timeout, e)
+            KinesisStreamError::from_sdk("PutRecord", self.inner.config.request_timeout, e)
                 .into_write_error(name)
         })?;
         if output.shard_id() != self.inner.shard_id {
@@ -317,9 +317,12 @@ async fn ensure_active(client: &Client, config: &KinesisConfig) -> Result<(), St
                 }
             }
             Err(err) => {
-                let err =
-                    KinesisError::from_sdk("DescribeStreamSummary", config.request_timeout, err);
-                if !matches!(err, KinesisError::StreamNotFound { .. }) {
+                let err = KinesisStreamError::from_sdk(
+                    "DescribeStreamSummary",
+                    config.request_timeout,
+                    err,
+                );
+                if !matches!(err, KinesisStreamError::StreamNotFound { .. }) {
                     return Err(err.into_read_error(name));
                 }
                 if !config.create_if_missing {
@@ -358,7 +361,7 @@ async fn create_stream(client: &Client, config: &KinesisConfig) -> Result<(), St
     {
         Ok(_) => Ok(()),
         Err(err) => {
-            let err = KinesisError::from_sdk("CreateStream", config.request_timeout, err);
+            let err = KinesisStreamError::from_sdk("CreateStream", config.request_timeout, err);
             // Another node created it first: that is just as good.
             if err.code() == Some("ResourceInUseException") {
                 Ok(())
@@ -382,7 +385,8 @@ async fn single_open_shard(client: &Client, config: &KinesisConfig) -> Result<Sh
             None => client.list_shards().stream_name(name),
         };
         let output = request.send().await.map_err(|e| {
-            KinesisError::from_sdk("ListShards", config.request_timeout, e).into_read_error(name)
+            KinesisStreamError::from_sdk("ListShards", config.request_timeout, e)
+                .into_read_error(name)
         })?;
         shards.extend(output.shards().iter().cloned());
         match output.next_token() {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::KinesisConfig;
 use crate::cursor::compare_sequence_numbers;
-use crate::error::{BACKEND, KinesisError, misconfigured};
+use crate::error::{BACKEND, KinesisStreamError, misconfigured};
 use crate::pacing::Pacer;
 
 /// How many times in a row a fresh iterator may expire before the
@@ -124,9 +124,12 @@ impl KinesisSubscription {
         let output = match request.send().await {
             Ok(output) => output,
             Err(e) => {
-                let err =
-                    KinesisError::from_sdk("GetShardIterator", self.config.request_timeout, e);
-                if let KinesisError::Throttled { .. } = err {
+                let err = KinesisStreamError::from_sdk(
+                    "GetShardIterator",
+                    self.config.request_timeout,
+                    e,
+                );
+                if let KinesisStreamError::Throttled { .. } = err {
                     // GetShardIterator has its own limit of 5 calls per second per shard.
                     let pause = self.pacer.after_throttle();
                     tracing::debug!(stream = %self.name(), ?pause, error = %err, "GetShardIterator throttled; backing off");
@@ -144,15 +147,17 @@ impl KinesisSubscription {
         Ok(())
     }
 
-    fn iterator_error(&self, err: KinesisError) -> StreamError {
+    fn iterator_error(&self, err: KinesisStreamError) -> StreamError {
         let sequence = match &self.position {
             Position::TrimHorizon => return err.into_read_error(self.name()),
             Position::VerifyAt(sequence) | Position::After(sequence) => sequence,
         };
         let record_missing = match &err {
             // kinesis-mock's answer for a sequence number with no record.
-            KinesisError::StreamNotFound { message, .. } => message.contains("SequenceNumber"),
-            KinesisError::Refused { code, .. } => code == "InvalidArgumentException",
+            KinesisStreamError::StreamNotFound { message, .. } => {
+                message.contains("SequenceNumber")
+            }
+            KinesisStreamError::Refused { code, .. } => code == "InvalidArgumentException",
             _ => false,
         };
         if !record_missing {
@@ -162,7 +167,7 @@ impl KinesisSubscription {
             .shard_start
             .as_deref()
             .is_some_and(|start| compare_sequence_numbers(sequence, start).is_lt());
-        if before_shard || matches!(err, KinesisError::Refused { .. }) {
+        if before_shard || matches!(err, KinesisStreamError::Refused { .. }) {
             return StreamError::InvalidCursor {
                 cursor: sequence.clone(),
                 reason: format!(
@@ -283,8 +288,12 @@ impl Subscription for KinesisSubscription {
                     self.next_call = Some(Instant::now() + self.pacer.after_records(count, behind));
                 }
                 Err(err) => {
-                    match KinesisError::from_sdk("GetRecords", self.config.request_timeout, err) {
-                        KinesisError::IteratorExpired { source, .. } => {
+                    match KinesisStreamError::from_sdk(
+                        "GetRecords",
+                        self.config.request_timeout,
+                        err,
+                    ) {
+                        KinesisStreamError::IteratorExpired { source, .. } => {
                             self.consecutive_expiries += 1;
                             if self.consecutive_expiries > MAX_CONSECUTIVE_EXPIRIES {
                                 return Err(StreamError::backend(
@@ -300,7 +309,7 @@ impl Subscription for KinesisSubscription {
                             tracing::debug!(stream = %self.name(), position = ?self.position, "shard iterator expired; re-acquiring");
                             self.next_call = None;
                         }
-                        err @ KinesisError::Throttled { .. } => {
+                        err @ KinesisStreamError::Throttled { .. } => {
                             let pause = self.pacer.after_throttle();
                             tracing::debug!(stream = %self.name(), ?pause, error = %err, "GetRecords throttled; backing off");
                             self.iterator = Some(iterator);
