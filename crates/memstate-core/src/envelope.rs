@@ -16,10 +16,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use crate::settings::FORMAT_VERSION;
 use crate::settings::Settings;
-
-/// The newest frame format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
 
 /// Bytes the frame wrapper adds around the encoded envelopes (generous upper bound).
 pub const FRAME_OVERHEAD: usize = 32;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::envelope::{CommandId, NodeId};
+use crate::snapshot::SnapshotError;
 use crate::stream::{Cursor, StreamError};
 
 /// Why an engine stopped applying. Once halted, every call returns
@@ -154,6 +155,14 @@ pub enum Error {
     /// The engine was configured wrongly.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Taking, storing or restoring a snapshot failed. A failed snapshot
+    /// write loses nothing: the log still holds every command.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// A state the engine's own logic rules out was reached: a bug in
+    /// memstate, not in the caller's input. Please report it with the message.
+    #[error("internal error (a bug in memstate): {0}")]
+    Internal(String),
 }
 
 /// The failure of [`Engine::execute`](crate::Engine::execute): the model's own

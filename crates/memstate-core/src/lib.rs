@@ -13,8 +13,8 @@ pub mod stream;
 
 pub use consistency::Consistency;
 pub use engine::{
-    Engine, EngineBuilder, Executed, Lag, Leadership, LeadershipConfig, Session, SnapshotStats,
-    Stats, Status,
+    Engine, EngineBuilder, Executed, IntoStream, Lag, Leadership, LeadershipConfig, Session,
+    SnapshotStats, Stats, Status,
 };
 pub use envelope::{Body, CommandId, Control, Envelope, FORMAT_VERSION, FrameError, NodeId};
 pub use error::{Error, ExecuteError, HaltReason};

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::FORMAT_VERSION;
+/// The newest frame format this build writes and reads (see
+/// [`envelope`](crate::envelope)). It lives here, beside the settings that
+/// record it, so that settings need nothing from the envelope module.
+pub const FORMAT_VERSION: u32 = 1;
 
 /// What to do with a record whose bytes are not a frame at all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

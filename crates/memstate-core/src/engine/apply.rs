@@ -9,36 +9,12 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use serde::{Deserialize, Serialize};
-
-use crate::dedup::Dedup;
+use super::replicated::Replicated;
 use crate::envelope::{Body, CommandId, Control, Envelope, FrameError, NodeId, decode_frame};
 use crate::error::{Error, HaltReason};
 use crate::model::{CommandContext, Model};
 use crate::settings::{ApplyMode, BadRecordPolicy, Settings, WriteMode};
 use crate::stream::{Cursor, Record, Stream};
-
-/// Leadership as the log decides it (single-leader mode).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Leadership {
-    /// The current epoch; `0` before any claim.
-    pub epoch: u64,
-    /// The node whose claim won the current epoch.
-    pub leader: Option<NodeId>,
-    /// Timestamp (origin clock, from the log) of the leader's last claim or heartbeat.
-    pub last_seen_ts: u64,
-}
-
-/// Everything replicated beside the model: identical on every node at the
-/// same applied index, and what a snapshot stores next to the model.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct Replicated {
-    pub(crate) genesis: Option<Settings>,
-    pub(crate) applied_index: u64,
-    pub(crate) cursor: Option<Cursor>,
-    pub(crate) dedup: Dedup,
-    pub(crate) leadership: Leadership,
-}
 
 /// Counters that describe this node's reading, not replicated.
 #[derive(Clone, Debug, Default)]

@@ -23,9 +23,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::apply::Completion;
-use super::{Engine, Shared};
-use crate::envelope::{Body, Control};
+use super::Node;
+use crate::envelope::Control;
 use crate::error::Error;
 use crate::model::Model;
 use crate::settings::WriteMode;
@@ -153,26 +152,6 @@ impl LeaderWatch {
     }
 }
 
-impl<M: Model> Engine<M> {
-    /// Appends a claim on the next leadership epoch and waits until it is
-    /// read back; returns the epoch won. The log decides: the first claim of
-    /// epoch `current + 1` in log order wins, on every node alike.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotLeader`] naming the winner when another claim for that
-    /// epoch came first; [`Error::Config`] in multi-writer mode; stream
-    /// errors, a timeout, a halted or stopped engine.
-    pub async fn claim_leadership(&self) -> Result<u64, Error> {
-        self.shared.claim().await
-    }
-
-    /// Whether this node leads, as far as it has applied the log.
-    pub fn is_leader(&self) -> bool {
-        self.shared.state.lock().leadership.leader.as_ref() == Some(&self.shared.node_id)
-    }
-}
-
 /// How one automatic election attempt ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Attempt {
@@ -182,54 +161,45 @@ enum Attempt {
     Failed,
 }
 
-impl<M: Model> Shared<M> {
+impl<M: Model> Node<M> {
+    /// Whether this node leads, as far as it has applied the log.
+    pub(super) fn is_leader(&self) -> bool {
+        self.applied.state.lock().leadership.leader.as_ref() == Some(&self.info.node_id)
+    }
+
+    /// Claims the next epoch; see [`Engine::claim_leadership`](super::Engine::claim_leadership).
     pub(super) async fn claim(&self) -> Result<u64, Error> {
-        if self.settings.write_mode != WriteMode::SingleLeader {
+        if self.info.settings.write_mode != WriteMode::SingleLeader {
             return Err(Error::Config(
                 "claim_leadership needs WriteMode::SingleLeader: in MultiWriter mode there is no leader".into(),
             ));
         }
         self.check_running()?;
-        let epoch = self.state.lock().leadership.epoch + 1;
-        let sent_at = Instant::now();
-        let claim = self.envelope(Body::Control(Control::AssumeLeadership { epoch }));
-        match self.submit(claim, self.config.execute_timeout).await? {
-            Completion::Marker { accepted, .. } => {
-                self.tail.lock().caught_up(sent_at);
-                if accepted {
-                    tracing::info!(node = %self.node_id, epoch, "won leadership");
-                    Ok(epoch)
-                } else {
-                    let lead = self.state.lock().leadership.clone();
-                    Err(Error::NotLeader {
-                        leader: lead.leader,
-                        epoch: lead.epoch,
-                    })
-                }
-            }
-            Completion::Failed(e) => Err(e),
-            Completion::Applied { .. } => Err(Error::Config(
-                "a leadership claim resolved as a command".into(),
-            )),
+        let epoch = self.applied.state.lock().leadership.epoch + 1;
+        let claim = Control::AssumeLeadership { epoch };
+        let read_back = self
+            .round_trip(claim, self.info.config.execute_timeout)
+            .await?;
+        if read_back.accepted {
+            tracing::info!(node = %self.info.node_id, epoch, "won leadership");
+            Ok(epoch)
+        } else {
+            let lead = self.applied.state.lock().leadership.clone();
+            Err(Error::NotLeader {
+                leader: lead.leader,
+                epoch: lead.epoch,
+            })
         }
     }
 
     async fn heartbeat(&self, epoch: u64, timeout: Duration) {
-        let sent_at = Instant::now();
-        let beat = self.envelope(Body::Control(Control::Heartbeat { epoch }));
-        match self.submit(beat, timeout).await {
-            Ok(Completion::Marker { accepted, .. }) => {
-                // Read back: everything the stream held when it was sent is applied.
-                self.tail.lock().caught_up(sent_at);
-                if !accepted {
-                    tracing::info!(node = %self.node_id, epoch, "heartbeat refused: this node was deposed");
-                }
+        match self.round_trip(Control::Heartbeat { epoch }, timeout).await {
+            Ok(read_back) if !read_back.accepted => {
+                tracing::info!(node = %self.info.node_id, epoch, "heartbeat refused: this node was deposed");
             }
-            Ok(Completion::Failed(e)) | Err(e) => {
-                tracing::warn!(node = %self.node_id, epoch, error = %e, "heartbeat failed");
-            }
-            Ok(Completion::Applied { .. }) => {
-                tracing::warn!(node = %self.node_id, "a heartbeat resolved as a command");
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(node = %self.info.node_id, epoch, error = %e, "heartbeat failed");
             }
         }
     }
@@ -239,24 +209,24 @@ impl<M: Model> Shared<M> {
         // behind to judge the leader dead, let alone to lead.
         let deadline = Instant::now() + config.election_timeout;
         if let Err(e) = self.catch_up_to_tail(deadline).await {
-            tracing::warn!(node = %self.node_id, error = %e, "could not catch up before claiming leadership");
+            tracing::warn!(node = %self.info.node_id, error = %e, "could not catch up before claiming leadership");
             return Attempt::Failed;
         }
-        let lead = self.state.lock().leadership.clone();
+        let lead = self.applied.state.lock().leadership.clone();
         let silent = if leaderless_start {
             lead.epoch == 0
         } else {
             self.leader_watch.silent_since().elapsed() >= config.election_timeout
         };
-        if !silent || lead.leader.as_ref() == Some(&self.node_id) {
+        if !silent || lead.leader.as_ref() == Some(&self.info.node_id) {
             return Attempt::NotNeeded;
         }
-        tracing::info!(node = %self.node_id, epoch = lead.epoch, leader = ?lead.leader, "leader silent; claiming the next epoch");
+        tracing::info!(node = %self.info.node_id, epoch = lead.epoch, leader = ?lead.leader, "leader silent; claiming the next epoch");
         match self.claim().await {
             Ok(_) => Attempt::Won,
             Err(Error::NotLeader { .. }) => Attempt::NotNeeded,
             Err(e) => {
-                tracing::warn!(node = %self.node_id, error = %e, "leadership claim failed");
+                tracing::warn!(node = %self.info.node_id, error = %e, "leadership claim failed");
                 Attempt::Failed
             }
         }
@@ -265,29 +235,29 @@ impl<M: Model> Shared<M> {
 
 /// Heartbeats while this node leads; claims the next epoch after silence
 /// while it follows. Ends with the engine.
-pub(super) async fn drive<M: Model>(shared: Arc<Shared<M>>, config: LeadershipConfig) {
-    let mut shutdown = shared.shutdown.subscribe();
-    let mut status = shared.status.subscribe();
-    let mut signals = shared.leader_watch.signals.subscribe();
+pub(super) async fn drive<M: Model>(node: Arc<Node<M>>, config: LeadershipConfig) {
+    let mut shutdown = node.submitter.shutdown.subscribe();
+    let mut status = node.submitter.status.subscribe();
+    let mut signals = node.leader_watch.signals.subscribe();
     let mut next_heartbeat: Option<Instant> = None;
     let mut hold_until: Option<Instant> = None;
     let mut leaderless_start = config.auto_claim && config.claim_at_start;
     loop {
-        if *shutdown.borrow_and_update() || shared.check_running().is_err() {
+        if *shutdown.borrow_and_update() || node.check_running().is_err() {
             return;
         }
         status.borrow_and_update();
         signals.borrow_and_update();
-        let lead = shared.state.lock().leadership.clone();
+        let lead = node.applied.state.lock().leadership.clone();
         let now = Instant::now();
-        let wake_at = if lead.leader.as_ref() == Some(&shared.node_id) {
+        let wake_at = if lead.leader.as_ref() == Some(&node.info.node_id) {
             leaderless_start = false;
             // On becoming leader (or restarting as one) beat at once: the
             // followers' clocks have been running since the last signal.
             let due = *next_heartbeat.get_or_insert(now);
             if due <= now {
                 next_heartbeat = Some(now + config.heartbeat_interval);
-                shared.heartbeat(lead.epoch, config.election_timeout).await;
+                node.heartbeat(lead.epoch, config.election_timeout).await;
                 continue;
             }
             Some(due)
@@ -297,12 +267,12 @@ pub(super) async fn drive<M: Model>(shared: Arc<Shared<M>>, config: LeadershipCo
             let due = if starting {
                 now
             } else {
-                shared.leader_watch.silent_since() + config.election_timeout
+                node.leader_watch.silent_since() + config.election_timeout
             };
             let due = hold_until.map_or(due, |hold| due.max(hold));
             if due <= now {
                 leaderless_start = false;
-                if shared.try_claim(&config, starting).await != Attempt::Won {
+                if node.try_claim(&config, starting).await != Attempt::Won {
                     // Whatever went wrong, do not retry in a tight loop.
                     hold_until = Some(Instant::now() + config.heartbeat_interval);
                 }

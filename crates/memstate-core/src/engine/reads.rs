@@ -6,34 +6,56 @@
 //! node's read timeout, bounds the whole wait.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use std::sync::atomic::AtomicU64;
-
-use super::apply::Completion;
-use super::tail::reached;
-use super::{Engine, Progress, Session, Shared};
+use super::Node;
+use super::apply_loop::Progress;
+use super::tail::{TailKnowledge, reached};
 use crate::consistency::Consistency;
-use crate::envelope::{Body, Control};
+use crate::envelope::Control;
 use crate::error::Error;
 use crate::model::Model;
 
-impl<M: Model> Engine<M> {
-    /// A session that continues one begun on another node (or another
-    /// process): pass the other session's [`Session::last_write`], carried by
-    /// the client (a cookie, a header). Its [`Consistency::ReadYourWrites`]
-    /// reads then wait here until that write is applied.
-    pub fn session_with_token(&self, last_write: u64) -> Session<M> {
-        Session {
-            engine: self.clone(),
-            last_write: AtomicU64::new(last_write),
-        }
+/// What reads wait on besides the applied progress.
+#[derive(Debug, Default)]
+pub(super) struct Reads {
+    /// What this node knows of the stream's tail.
+    pub(super) tail: Mutex<TailKnowledge>,
+    /// The applied index of the latest write acknowledged through any
+    /// [`Engine`](super::Engine) handle: their read-your-writes token.
+    last_write: AtomicU64,
+}
+
+impl Reads {
+    /// The engine handles' read-your-writes token.
+    pub(super) fn last_write(&self) -> u64 {
+        self.last_write.load(AtomicOrdering::Acquire)
+    }
+
+    /// Records an acknowledged write through an engine handle.
+    pub(super) fn wrote(&self, index: u64) {
+        self.last_write.fetch_max(index, AtomicOrdering::AcqRel);
     }
 }
 
-impl<M: Model> Shared<M> {
+impl<M: Model> Node<M> {
+    /// Runs `f` over the model once `level` is met, `own_last_write` being
+    /// the caller's read-your-writes token.
+    pub(super) async fn query<R>(
+        &self,
+        level: Consistency,
+        own_last_write: u64,
+        f: impl FnOnce(&M) -> R,
+    ) -> Result<R, Error> {
+        self.wait_for(level, own_last_write).await?;
+        self.check_running()?;
+        Ok(f(&self.applied.model.read()))
+    }
+
     /// Returns once `level` holds for this node (`own_last_write` is the
     /// asking handle's last acknowledged write, for `ReadYourWrites`).
     pub(super) async fn wait_for(
@@ -42,7 +64,7 @@ impl<M: Model> Shared<M> {
         own_last_write: u64,
     ) -> Result<(), Error> {
         self.check_running()?;
-        let deadline = Instant::now() + self.config.read_timeout;
+        let deadline = Instant::now() + self.info.config.read_timeout;
         match level {
             Consistency::Local => Ok(()),
             Consistency::ReadYourWrites => {
@@ -66,7 +88,7 @@ impl<M: Model> Shared<M> {
                 if self.fresh_within(bound) {
                     return Ok(());
                 }
-                let caught_up_age = self.tail.lock().caught_up_age();
+                let caught_up_age = self.reads.tail.lock().caught_up_age();
                 match self.catch_up_to_tail(deadline).await {
                     Ok(()) => Ok(()),
                     Err(e @ (Error::Halted(_) | Error::ShutDown)) => Err(e),
@@ -83,10 +105,11 @@ impl<M: Model> Shared<M> {
     /// Whether this node has applied everything the stream held `bound` ago,
     /// by its own clock.
     pub(super) fn fresh_within(&self, bound: Duration) -> bool {
-        let applied = self.state.lock().cursor.clone();
-        self.tail
+        let applied = self.applied.cursor();
+        self.reads
+            .tail
             .lock()
-            .fresh_within(bound, applied.as_ref(), self.stream.as_ref())
+            .fresh_within(bound, applied.as_ref(), self.info.stream.as_ref())
     }
 
     /// Learns the stream's tail (the exact head, or a sync marker appended
@@ -96,16 +119,17 @@ impl<M: Model> Shared<M> {
     /// whatever the stream held then lies at or before the tail learned.
     pub(super) async fn catch_up_to_tail(&self, deadline: Instant) -> Result<(), Error> {
         let asked_at = Instant::now();
-        if self.exact_head {
-            let head = tokio::time::timeout_at(deadline, self.stream.head())
+        let stream = &self.info.stream;
+        if self.info.exact_head {
+            let head = tokio::time::timeout_at(deadline, stream.head())
                 .await
                 .map_err(|_| Error::Timeout {
-                    waiting_for: format!("the head of {}", self.stream.describe()),
+                    waiting_for: format!("the head of {}", stream.describe()),
                     after: deadline.saturating_duration_since(asked_at),
                 })??;
             if let Some(head) = head {
-                self.tail.lock().learned(head.clone(), asked_at);
-                let stream = Arc::clone(&self.stream);
+                self.reads.tail.lock().learned(head.clone(), asked_at);
+                let stream = Arc::clone(stream);
                 self.wait_until(
                     move |p| reached(p.cursor.as_ref(), &head, stream.as_ref()),
                     "the stream's head",
@@ -114,23 +138,15 @@ impl<M: Model> Shared<M> {
                 .await?;
             }
         } else {
-            let marker = self.envelope(Body::Control(Control::Sync));
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match self.submit(marker, remaining).await? {
-                Completion::Marker { .. } => {}
-                Completion::Failed(e) => return Err(e),
-                Completion::Applied { .. } => {
-                    return Err(Error::Config("a sync marker resolved as a command".into()));
-                }
-            }
+            self.round_trip(Control::Sync, remaining).await?;
             // The marker landed after everything the stream held at
             // `asked_at`, and it is applied: so is all of that.
-            let applied = self.state.lock().cursor.clone();
-            if let Some(cursor) = applied {
-                self.tail.lock().learned(cursor, asked_at);
+            if let Some(cursor) = self.applied.cursor() {
+                self.reads.tail.lock().learned(cursor, asked_at);
             }
         }
-        self.tail.lock().caught_up(asked_at);
+        self.reads.tail.lock().caught_up(asked_at);
         Ok(())
     }
 
@@ -141,7 +157,7 @@ impl<M: Model> Shared<M> {
         what: &str,
         deadline: Instant,
     ) -> Result<(), Error> {
-        let mut rx = self.progress.subscribe();
+        let mut rx = self.applied.progress.subscribe();
         let started = Instant::now();
         let wait = async {
             loop {

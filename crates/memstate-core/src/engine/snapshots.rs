@@ -1,4 +1,6 @@
-//! Taking and restoring snapshots from inside the engine.
+//! Snapshots inside the engine: restore at start, capture at a record
+//! boundary, encode and write off the apply loop, and the policy that decides
+//! when. The store and its file format are in [`crate::snapshot`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -7,7 +9,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::apply::{Replicated, check_settings};
+use super::Node;
+use super::apply::check_settings;
+use super::replicated::Replicated;
 use crate::envelope::NodeId;
 use crate::error::Error;
 use crate::model::Model;
@@ -116,30 +120,49 @@ struct BodyIn {
 }
 
 /// A restored state.
-pub(crate) struct Restored<M> {
+struct Restored<M> {
     pub(crate) model: M,
     pub(crate) replicated: Replicated,
     pub(crate) meta: SnapshotMeta,
 }
 
+/// The state a node starts from: the newest usable snapshot's, or `model`
+/// with nothing applied; with the snapshot bookkeeping to start with.
+pub(super) async fn restore_at_start<M>(
+    hooks: Option<&SnapshotHooks<M>>,
+    local: &Settings,
+    model: M,
+) -> Result<(M, Replicated, SnapshotProgress), Error> {
+    let mut progress = SnapshotProgress::default();
+    let Some(hooks) = hooks else {
+        return Ok((model, Replicated::default(), progress));
+    };
+    match restore(hooks, local, &mut progress.stats.rejected_at_start).await? {
+        Some(restored) => {
+            tracing::info!(applied_index = restored.meta.applied_index, cursor = ?restored.meta.cursor, "restored a snapshot; replaying the log after it");
+            progress.index_at_last = restored.meta.applied_index;
+            progress.stats.restored_from = Some(restored.meta);
+            Ok((restored.model, restored.replicated, progress))
+        }
+        None => {
+            tracing::info!("no usable snapshot; replaying the whole log");
+            Ok((model, Replicated::default(), progress))
+        }
+    }
+}
+
 /// Finds the newest snapshot that loads, verifies, decodes and matches the
 /// local settings. Corrupt ones are reported and skipped.
-pub(crate) async fn restore<M>(
+async fn restore<M>(
     hooks: &SnapshotHooks<M>,
     local: &Settings,
     rejected: &mut Vec<String>,
 ) -> Result<Option<Restored<M>>, Error> {
-    let listed = hooks
-        .store
-        .list()
-        .await
-        .map_err(|e| Error::Config(format!("cannot list snapshots: {e}")))?;
+    let listed = hooks.store.list().await.map_err(Error::Snapshot)?;
     for stored in listed {
         let body = match hooks.store.load(&stored).await {
             Ok(body) => body,
-            Err(e @ SnapshotError::UnknownVersion { .. }) => {
-                return Err(Error::Config(format!("{e}; upgrade this node")));
-            }
+            Err(e @ SnapshotError::UnknownVersion { .. }) => return Err(Error::Snapshot(e)),
             Err(e) => {
                 tracing::warn!(snapshot = %stored.location, error = %e, "skipping an unusable snapshot");
                 rejected.push(e.to_string());
@@ -189,8 +212,11 @@ pub(crate) fn encode<M>(
     replicated: &Replicated,
     model: &M,
 ) -> Result<(SnapshotMeta, Vec<u8>), Error> {
-    let model = encoder(model)
-        .map_err(|e| Error::Config(format!("the model cannot be serialized: {e}")))?;
+    let model = encoder(model).map_err(|e| {
+        Error::Snapshot(SnapshotError::Encoding(format!(
+            "the model cannot be serialized: {e}"
+        )))
+    })?;
     let mut meta = SnapshotMeta {
         node_id: node_id.clone(),
         applied_index: replicated.applied_index,
@@ -206,18 +232,138 @@ pub(crate) fn encode<M>(
         "replicated": replicated,
         "model": model,
     }))
-    .map_err(|e| Error::Config(format!("the snapshot cannot be serialized: {e}")))?;
+    .map_err(|e| {
+        Error::Snapshot(SnapshotError::Encoding(format!(
+            "the snapshot cannot be serialized: {e}"
+        )))
+    })?;
     meta.bytes = body.len() as u64;
     Ok((meta, body))
 }
 
-/// Where the last snapshot stands, shared between the apply loop and callers.
-pub(crate) type Progress = Mutex<SnapshotProgress>;
+/// The snapshot role of a node: its store and policy, and its bookkeeping.
+pub(super) struct Snapshots<M> {
+    hooks: Option<SnapshotHooks<M>>,
+    progress: Mutex<SnapshotProgress>,
+}
 
-/// Reports a failed write without failing the engine: the log still holds everything.
-pub(crate) fn report_failure(progress: &Progress, error: &SnapshotError) {
-    tracing::error!(%error, "writing a snapshot failed; the log still holds everything");
-    let mut p = progress.lock();
-    p.writing = false;
-    p.stats.failed += 1;
+impl<M> Snapshots<M> {
+    pub(super) fn new(hooks: Option<SnapshotHooks<M>>, progress: SnapshotProgress) -> Self {
+        Self {
+            hooks,
+            progress: Mutex::new(progress),
+        }
+    }
+
+    /// What this node did with snapshots so far.
+    pub(super) fn stats(&self) -> SnapshotStats {
+        self.progress.lock().stats.clone()
+    }
+
+    fn saved(&self, meta: &SnapshotMeta) {
+        let mut progress = self.progress.lock();
+        progress.writing = false;
+        progress.stats.taken += 1;
+        if progress
+            .stats
+            .last_taken
+            .as_ref()
+            .is_none_or(|l| l.applied_index <= meta.applied_index)
+        {
+            progress.stats.last_taken = Some(meta.clone());
+        }
+    }
+
+    /// Records a failed write without failing the engine: the log still holds everything.
+    fn failed(&self, error: &Error) {
+        tracing::error!(%error, "writing a snapshot failed; the log still holds everything");
+        let mut p = self.progress.lock();
+        p.writing = false;
+        p.stats.failed += 1;
+    }
+}
+
+impl<M: Model> Node<M> {
+    /// Takes a snapshot now and waits until it is stored.
+    pub(super) async fn snapshot_now(&self) -> Result<SnapshotMeta, Error> {
+        self.check_running()?;
+        let hooks = self.snapshots.hooks.as_ref().ok_or_else(|| {
+            Error::Config("no snapshot store configured (EngineBuilder::snapshots)".into())
+        })?;
+        let captured = self.capture_snapshot();
+        self.write_snapshot(hooks, captured).await
+    }
+
+    /// Copies the state at a record boundary: applying waits only for the
+    /// copy (a clone of the model), not for serialization or I/O.
+    fn capture_snapshot(&self) -> (Replicated, M) {
+        let started = Instant::now();
+        let captured = {
+            let state = self.applied.state.lock();
+            let model = self.applied.model.read();
+            (state.clone(), model.clone())
+        };
+        let mut progress = self.snapshots.progress.lock();
+        progress.stats.last_pause = Some(started.elapsed());
+        progress.index_at_last = captured.0.applied_index;
+        progress.bytes_since = 0;
+        progress.last_at = Instant::now();
+        captured
+    }
+
+    /// Serializes a captured state on a blocking thread and stores it.
+    async fn write_snapshot(
+        &self,
+        hooks: &SnapshotHooks<M>,
+        (state, model): (Replicated, M),
+    ) -> Result<SnapshotMeta, Error> {
+        let encoder = hooks.encoder();
+        let node_id = self.info.node_id.clone();
+        let written = async {
+            let (meta, body) =
+                tokio::task::spawn_blocking(move || encode(encoder, &node_id, &state, &model))
+                    .await
+                    .map_err(|e| Error::Internal(format!("the snapshot task failed: {e}")))??;
+            hooks
+                .store
+                .save(&meta, body)
+                .await
+                .map_err(Error::Snapshot)?;
+            Ok(meta)
+        };
+        match written.await {
+            Ok(meta) => {
+                self.snapshots.saved(&meta);
+                Ok(meta)
+            }
+            Err(e) => {
+                self.snapshots.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes a snapshot when the policy says so; the write happens in the background.
+    pub(super) fn after_record(self: &Arc<Self>, record_bytes: usize) {
+        let Some(hooks) = &self.snapshots.hooks else {
+            return;
+        };
+        let applied_index = self.applied.progress.borrow().applied_index;
+        {
+            let mut progress = self.snapshots.progress.lock();
+            progress.bytes_since += record_bytes as u64;
+            if !progress.due(&hooks.policy, applied_index) {
+                return;
+            }
+            progress.writing = true;
+        }
+        let captured = self.capture_snapshot();
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Some(hooks) = &node.snapshots.hooks {
+                // A failure is counted and logged by write_snapshot.
+                let _ = node.write_snapshot(hooks, captured).await;
+            }
+        });
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::Submission;
+use super::submit::Submission;
 use crate::envelope::{CommandId, FRAME_OVERHEAD, encode_frame};
 use crate::error::Error;
 use crate::stream::Stream;

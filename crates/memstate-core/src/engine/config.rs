@@ -1,0 +1,70 @@
+//! What a node is and how it was configured: fixed once it starts.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::leadership::LeadershipConfig;
+use crate::envelope::{Body, CommandId, Envelope, NodeId};
+use crate::settings::Settings;
+use crate::stream::Stream;
+
+/// Tunables that stay local to a node (not replicated).
+#[derive(Clone, Debug)]
+pub(super) struct LocalConfig {
+    pub(super) execute_timeout: Duration,
+    pub(super) read_timeout: Duration,
+    pub(super) startup_timeout: Duration,
+    pub(super) append_timeout: Duration,
+    pub(super) max_in_flight_appends: usize,
+    pub(super) max_frame_bytes: usize,
+    pub(super) queue_capacity: usize,
+    pub(super) resubscribe_attempts: u32,
+    pub(super) leadership: Option<LeadershipConfig>,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            execute_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
+            startup_timeout: Duration::from_secs(600),
+            append_timeout: Duration::from_secs(60),
+            max_in_flight_appends: 32,
+            max_frame_bytes: usize::MAX,
+            queue_capacity: 16 * 1024,
+            resubscribe_attempts: 5,
+            leadership: None,
+        }
+    }
+}
+
+/// Who this node is and what it was configured with; fixed after start.
+#[derive(Debug)]
+pub(super) struct NodeInfo {
+    pub(super) node_id: NodeId,
+    pub(super) stream: Arc<dyn Stream>,
+    /// This node's replicated settings (they must match the stream's Genesis).
+    pub(super) settings: Settings,
+    pub(super) config: LocalConfig,
+    /// The largest frame this node writes: the stream's record limit, or less.
+    pub(super) frame_limit: usize,
+    /// Whether the stream reports its head exactly (else reads use a marker).
+    pub(super) exact_head: bool,
+}
+
+impl NodeInfo {
+    /// A fresh envelope from this node, stamped with its clock.
+    pub(super) fn envelope(&self, body: Body) -> Envelope {
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Envelope {
+            id: CommandId::random(),
+            origin: self.node_id.clone(),
+            ts,
+            epoch: None,
+            body,
+        }
+    }
+}
