@@ -56,7 +56,7 @@ pub struct LeadershipConfig {
     pub election_timeout: Duration,
     /// Claim the next epoch after `election_timeout` of silence (default
     /// true). When false the node never claims by itself; it still
-    /// heartbeats while it leads (after [`Engine::claim_leadership`]).
+    /// heartbeats while it leads (after [`Engine::claim_leadership`](crate::Engine::claim_leadership)).
     pub auto_claim: bool,
     /// With `auto_claim`: when the log has never had a leader, claim at once
     /// at start instead of waiting out the election timeout (default true).
