@@ -33,9 +33,18 @@ pub struct FileStreamConfig {
     /// Roll to a new segment before a segment file would grow past this many bytes.
     pub segment_size: u64,
     /// How often an idle subscriber looks for records appended by other
-    /// processes. Appends made through handles in this process wake
-    /// subscribers at once.
+    /// processes when no file event told it. Appends made through handles in
+    /// this process wake subscribers at once; with
+    /// [`file_events`](Self::file_events) on, so do appends of other
+    /// processes, and polling is only the fallback.
     pub poll_interval: Duration,
+    /// Wake subscribers on file-system events on the watermark file
+    /// (inotify on Linux, kqueue or FSEvents elsewhere) when another process
+    /// appends. On by default. Turn it off where the file system does not
+    /// report other machines' writes (NFS, SMB and other network file
+    /// systems): subscribers then learn of other processes' appends every
+    /// [`poll_interval`](Self::poll_interval).
+    pub file_events: bool,
     /// How long an append (or opening) waits for the writer lock held by
     /// another appender before failing with a timeout.
     pub lock_timeout: Duration,
@@ -64,6 +73,7 @@ impl FileStreamConfig {
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             lock_timeout: Self::DEFAULT_LOCK_TIMEOUT,
             verify_on_open: true,
+            file_events: true,
         }
     }
 
@@ -88,6 +98,12 @@ impl FileStreamConfig {
     /// Sets [`FileStreamConfig::lock_timeout`].
     pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// Sets [`FileStreamConfig::file_events`].
+    pub fn with_file_events(mut self, on: bool) -> Self {
+        self.file_events = on;
         self
     }
 

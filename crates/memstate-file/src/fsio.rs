@@ -1,14 +1,13 @@
 //! Small blocking file helpers: positioned reads and writes, directory
-//! fsync, the writer lock and the watermark file. Everything here blocks; the
+//! fsync and the watermark file. Everything here blocks; the
 //! async code calls it through `spawn_blocking` or the writer thread.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::error::FileStreamError;
-use crate::format::{LOCK_FILE, WATERMARK_FILE, WATERMARK_LEN, Watermark};
+use crate::format::{WATERMARK_FILE, WATERMARK_LEN, Watermark};
 
 /// Reads as many bytes as are there, up to `buf.len()`, starting at `offset`.
 pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
@@ -80,74 +79,6 @@ pub(crate) fn file_len(file: &File, path: &Path) -> Result<u64, FileStreamError>
     file.metadata()
         .map(|m| m.len())
         .map_err(|e| FileStreamError::io("reading the size of", path, e))
-}
-
-/// The journal's writer lock: an exclusive `flock` on `journal.lock`, held by
-/// an open file description. Dropping the guard releases it.
-#[derive(Debug)]
-pub(crate) struct WriterLock {
-    file: File,
-    path: PathBuf,
-}
-
-impl WriterLock {
-    /// Opens (creating it if needed) the lock file of the journal in `dir`.
-    pub(crate) fn open(dir: &Path) -> Result<Self, FileStreamError> {
-        let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| FileStreamError::io("opening the lock file", &path, e))?;
-        Ok(Self { file, path })
-    }
-
-    /// Takes the exclusive lock, waiting at most `timeout`.
-    ///
-    /// `flock` locks belong to the open file description, so two handles in
-    /// one process (each with its own description) exclude each other just as
-    /// two processes do; fcntl locks would not.
-    pub(crate) fn acquire(&self, timeout: Duration) -> Result<LockGuard<'_>, FileStreamError> {
-        let started = Instant::now();
-        let mut pause = Duration::from_micros(50);
-        loop {
-            match fs4::FileExt::try_lock(&self.file) {
-                Ok(()) => return Ok(LockGuard { lock: self }),
-                Err(fs4::TryLockError::WouldBlock) => {}
-                Err(fs4::TryLockError::Error(e)) => {
-                    return Err(FileStreamError::io("locking", &self.path, e));
-                }
-            }
-            if started.elapsed() >= timeout {
-                return Err(FileStreamError::LockTimeout {
-                    path: self.path.clone(),
-                    after: timeout,
-                });
-            }
-            // Holders keep the lock for one write and fsync, so a short,
-            // growing pause finds it free soon without spinning.
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(2));
-        }
-    }
-}
-
-/// Proof that the writer lock is held; releases it on drop.
-#[derive(Debug)]
-pub(crate) struct LockGuard<'a> {
-    lock: &'a WriterLock,
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = fs4::FileExt::unlock(&self.lock.file) {
-            // Closing the file would release it too; the handle lives on, so
-            // say so loudly.
-            tracing::error!(path = %self.lock.path.display(), error = %e, "failed to release the journal writer lock");
-        }
-    }
 }
 
 /// The watermark file, opened for reading (subscribers) or writing (the lock holder).

@@ -5,6 +5,7 @@ mod error;
 mod format;
 mod fsio;
 pub mod inspect;
+mod lock;
 mod notify;
 mod position;
 mod reader;

@@ -14,7 +14,8 @@ use tokio::sync::{oneshot, watch};
 use crate::config::FileStreamConfig;
 use crate::error::FileStreamError;
 use crate::format::Watermark;
-use crate::fsio::{WatermarkFile, WriterLock};
+use crate::fsio::WatermarkFile;
+use crate::lock::WriterLock;
 use crate::notify::{Notifier, notifier_for};
 use crate::position::{self, Position};
 use crate::reader::{FileSubscription, JournalReader};
@@ -180,7 +181,10 @@ impl FileStream {
             head: watermark.last.map(Position::to_cursor),
         };
         // Subscribers of other handles may wait on a watermark this opening just published.
-        crate::notify::bump(&notifier);
+        notifier.saw(watermark);
+        if config.file_events {
+            notifier.watch_file_events();
+        }
         let (closed, _) = watch::channel(false);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -220,6 +224,13 @@ impl FileStream {
     /// Whether [`FileStream::close`] was called.
     pub fn is_closed(&self) -> bool {
         *self.inner.closed.borrow()
+    }
+
+    /// Whether subscribers of this journal in this process are woken by file
+    /// events (`false` when [`FileStreamConfig::file_events`] is off or the
+    /// watcher could not start: they poll).
+    pub fn watches_file_events(&self) -> bool {
+        self.inner.notifier.watches_file_events()
     }
 
     /// The durable watermark as published now.
@@ -402,11 +413,15 @@ impl Stream for FileStream {
     }
 
     async fn head(&self) -> Result<Option<Cursor>, StreamError> {
-        Ok(self
-            .watermark()
-            .await?
-            .and_then(|w| w.last)
-            .map(Position::to_cursor))
+        let watermark = self.watermark().await?;
+        if let Some(w) = watermark {
+            // Whoever asks for the head usually waits next for a subscription
+            // of this process to reach it: wake them now rather than at
+            // their next poll (another process's append may not have been
+            // announced here yet).
+            self.inner.notifier.saw(w);
+        }
+        Ok(watermark.and_then(|w| w.last).map(Position::to_cursor))
     }
 
     fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {

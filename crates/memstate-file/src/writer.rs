@@ -22,8 +22,9 @@ use crate::format::{
     FRAME_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, Watermark, encode_frame, encode_seal,
     encode_segment_header, segment_path,
 };
-use crate::fsio::{WatermarkFile, WriterLock, file_len, sync_dir, write_all_at};
-use crate::notify::{Notifier, bump};
+use crate::fsio::{WatermarkFile, file_len, sync_dir, write_all_at};
+use crate::lock::WriterLock;
+use crate::notify::Notifier;
 use crate::position::Position;
 use crate::recovery::{Scope, recover};
 
@@ -84,6 +85,8 @@ struct Writer {
     setup: WriterSetup,
     segment: Option<OpenSegment>,
     poisoned: Option<String>,
+    /// The watermark this writer published last.
+    published: Option<Watermark>,
 }
 
 /// Bytes to write into one segment, starting at `offset`.
@@ -102,6 +105,7 @@ impl Writer {
             setup,
             segment: None,
             poisoned: None,
+            published: None,
         }
     }
 
@@ -154,7 +158,10 @@ impl Writer {
             .iter()
             .any(|(_, r)| r.as_ref().is_ok_and(|c| !c.is_empty()))
         {
-            bump(&self.setup.notifier);
+            match self.published {
+                Some(w) => self.setup.notifier.saw(w),
+                None => self.setup.notifier.bump(),
+            }
         }
         for (reply, result) in replies {
             let _ = reply.send(result);
@@ -257,6 +264,7 @@ impl Writer {
                 })
                 .collect();
         }
+        self.published = Some(new);
         placed
     }
 
