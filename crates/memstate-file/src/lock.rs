@@ -154,7 +154,9 @@ impl WriterLock {
         std::thread::Builder::new()
             .name("memstate-file-lock".to_owned())
             .spawn(move || wait_in_turn(&files, &rx))
-            .map_err(|e| FileStreamError::Task(format!("cannot start the journal lock thread: {e}")))?;
+            .map_err(|e| {
+                FileStreamError::Task(format!("cannot start the journal lock thread: {e}"))
+            })?;
         *slot = Some(tx.clone());
         Ok(tx)
     }
@@ -197,6 +199,11 @@ impl LockFiles {
         Ok(numbers)
     }
 
+    /// The ticket just before `number`, if any.
+    fn predecessor(&self, number: u64) -> Result<Option<u64>, FileStreamError> {
+        Ok(self.tickets()?.into_iter().filter(|n| *n < number).max())
+    }
+
     fn ticket_path(&self, number: u64) -> PathBuf {
         self.queue.join(format!("{number:020}"))
     }
@@ -204,15 +211,7 @@ impl LockFiles {
     /// Queues, waits for the tickets before this one to leave, then takes the lock.
     fn take_turn(&self, files: &Arc<LockFiles>) -> Result<LockGuard, FileStreamError> {
         let ticket = self.enqueue()?;
-        loop {
-            let Some(before) = self
-                .tickets()?
-                .into_iter()
-                .filter(|n| *n < ticket.number)
-                .max()
-            else {
-                break;
-            };
+        while let Some(before) = self.predecessor(ticket.number)? {
             self.wait_for_ticket(&self.ticket_path(before))?;
         }
         self.main
@@ -231,9 +230,8 @@ impl LockFiles {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let io_err = |what: &'static str, path: &Path, e: io::Error| {
-            FileStreamError::io(what, path, e)
-        };
+        let io_err =
+            |what: &'static str, path: &Path, e: io::Error| FileStreamError::io(what, path, e);
         // A leftover of a dead process that had this process id.
         if let Err(e) = fs::remove_file(&temp)
             && e.kind() != io::ErrorKind::NotFound
@@ -368,7 +366,10 @@ mod tests {
         let guard = lock.acquire(Duration::from_secs(60)).unwrap();
         assert!(guard.ticket.is_none());
         let other = File::open(dir.path().join(LOCK_FILE)).unwrap();
-        assert!(matches!(other.try_lock(), Err(fs::TryLockError::WouldBlock)));
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
         drop(guard);
         other.try_lock().unwrap();
     }

@@ -102,10 +102,9 @@ async fn next_within_guard(sub: &mut Box<dyn Subscription>) -> bytes::Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_append_wakes_a_subscriber_before_its_poll() {
     let dir = tempfile::tempdir().unwrap();
-    let stream =
-        FileStream::open_with(FileStreamConfig::new(dir.path()).with_poll_interval(NEVER))
-            .await
-            .unwrap();
+    let stream = FileStream::open_with(FileStreamConfig::new(dir.path()).with_poll_interval(NEVER))
+        .await
+        .unwrap();
     assert!(stream.watches_file_events());
     let mut sub = stream.subscribe(None).await.unwrap();
     let (payload, ()) = tokio::join!(next_within_guard(&mut sub), run_child(dir.path(), "ping"));
