@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::b;
+use common::{b, wait_for_file};
 use memstate_core::{Stream, Subscription};
 use memstate_file::{FileStream, FileStreamConfig};
 
@@ -193,17 +193,4 @@ async fn no_writer_process_starves() {
     let queue = std::fs::read_dir(dir.path().join("journal.queue")).unwrap();
     let left: Vec<_> = queue.map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "every lock ticket was removed: {left:?}");
-}
-
-/// Waits (at most 60 s) until `path` exists.
-async fn wait_for_file(path: &Path) {
-    let deadline = tokio::time::Instant::now() + GUARD;
-    while !path.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{b, payloads, take};
+use common::{b, payloads, take, wait_for_file};
 use memstate_core::Stream;
 use memstate_file::{FileStream, FileStreamConfig, inspect};
 
@@ -143,19 +143,6 @@ async fn two_processes_append_to_one_journal() {
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(payloads_of(&report), all);
     assert!(report.segments.len() > 1, "segments rolled");
-}
-
-/// Waits (at most 60 s) until `path` exists.
-async fn wait_for_file(path: &std::path::Path) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 fn payloads_of(report: &inspect::InspectReport) -> Vec<Bytes> {

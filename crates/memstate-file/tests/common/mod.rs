@@ -40,3 +40,16 @@ pub async fn assert_quiet(sub: &mut Box<dyn Subscription>, wait: Duration) {
 pub fn payloads(records: &[Record]) -> Vec<Bytes> {
     records.iter().map(|r| r.payload.clone()).collect()
 }
+
+/// Waits (at most 60 s) until `path` exists.
+pub async fn wait_for_file(path: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
