@@ -3,6 +3,8 @@
 #   make demo           three nodes share one file journal, write concurrently, converge
 #   make test           starts local backends (Kafka, Kinesis emulator) where this
 #                       machine can, runs every test and the conformance suite, stops them
+#   make test-kafka-tls the Kafka conformance suite against a broker of its own with
+#                       a SASL_SSL listener and SCRAM users (certificates made by the script)
 #   make bench          benchmarks (never part of `make test`)
 #   make lint           rustfmt check, clippy with warnings denied, rustdoc with warnings denied
 #   make fmt            format the code
@@ -12,7 +14,7 @@
 CARGO ?= cargo
 BACKENDS := integration-tests/scripts/backends.sh
 
-.PHONY: demo test test-unit bench lint fmt backends-up backends-down doc
+.PHONY: demo test test-unit test-kafka-tls bench lint fmt backends-up backends-down doc
 
 demo:
 	$(CARGO) run --release -p memstate-cli --no-default-features -- demo
@@ -28,6 +30,17 @@ test-unit:
 	@if [ -n "$$MEMSTATE_KAFKA_BOOTSTRAP" ]; then set -x; $(CARGO) test -p memstate-kafka -- --ignored; fi
 	@if [ -n "$$MEMSTATE_KINESIS_ENDPOINT" ]; then set -x; $(CARGO) test -p memstate-kinesis -- --ignored; fi
 	@if [ -n "$$MEMSTATE_EVENTSTORE_URL" ]; then set -x; $(CARGO) test -p memstate-eventstore -- --ignored; fi
+
+# A second broker (ports 19392/19393, work dir .backends/kafka-tls) whose only
+# client listener is SASL_SSL with SCRAM-SHA-512; the suite gets its client
+# properties through MEMSTATE_KAFKA_PROPERTIES_FILE.
+KAFKA_TLS := MEMSTATE_KAFKA_NAME=kafka-tls MEMSTATE_KAFKA_SECURITY=sasl_ssl \
+	MEMSTATE_KAFKA_PORT=19392 MEMSTATE_KAFKA_CONTROLLER_PORT=19393 \
+	MEMSTATE_KAFKA_HEAP_OPTS="-Xms128m -Xmx256m" MEMSTATE_REQUIRE=kafka
+test-kafka-tls:
+	$(KAFKA_TLS) bash integration-tests/scripts/kafka.sh run -- sh -c '\
+		$(CARGO) test -p memstate-conformance --test kafka_auth -- --ignored && \
+		$(CARGO) test -p memstate-conformance --test kafka'
 
 bench:
 	$(CARGO) run --release -p memstate-cli -- bench

@@ -3,6 +3,7 @@
 mod config;
 mod cursor;
 mod error;
+mod properties;
 mod stream;
 mod subscription;
 mod topic;

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,17 +14,27 @@ use crate::fixture::{Backend, BoxError, Connect, Fixture};
 /// The variable naming an existing broker.
 pub const BOOTSTRAP_ENV: &str = "MEMSTATE_KAFKA_BOOTSTRAP";
 
+/// The variable naming a file of librdkafka client properties (`key=value`
+/// lines: `security.protocol`, `ssl.ca.location`, `sasl.mechanism`,
+/// `sasl.username`, ...) that every client of the suite uses. `kafka.sh env`
+/// prints it for a broker started with `MEMSTATE_KAFKA_SECURITY=sasl_ssl`.
+pub const PROPERTIES_FILE_ENV: &str = "MEMSTATE_KAFKA_PROPERTIES_FILE";
+
 /// A Kafka cluster; every case gets its own single-partition topic.
 pub struct KafkaBackend {
     bootstrap: String,
+    /// Client properties for every stream (TLS, SASL).
+    properties: BTreeMap<String, String>,
     origin: String,
     _container: Option<ContainerAsync<Kafka>>,
 }
 
 impl std::fmt::Debug for KafkaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Property values may be passwords: show the keys only.
         f.debug_struct("KafkaBackend")
             .field("bootstrap", &self.bootstrap)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -33,19 +44,50 @@ impl KafkaBackend {
     pub fn new(bootstrap: impl Into<String>) -> Self {
         Self {
             bootstrap: bootstrap.into(),
+            properties: BTreeMap::new(),
             origin: "given".into(),
             _container: None,
         }
     }
+
+    /// The same backend with these client properties on every stream.
+    pub fn with_properties(mut self, properties: BTreeMap<String, String>) -> Self {
+        self.properties = properties;
+        self
+    }
 }
 
-/// `MEMSTATE_KAFKA_BOOTSTRAP`, else an `apache/kafka` container (the
-/// testcontainers module's pinned tag), else skipped.
+/// The properties of `MEMSTATE_KAFKA_PROPERTIES_FILE`, none when it is unset.
+fn properties_from_env() -> Result<BTreeMap<String, String>, String> {
+    let Some(path) = env_var(PROPERTIES_FILE_ENV) else {
+        return Ok(BTreeMap::new());
+    };
+    KafkaConfig::new("unused:0", "unused")
+        .with_properties_file(path.trim())
+        .map(|config| config.properties)
+        .map_err(|e| format!("{PROPERTIES_FILE_ENV}: {e}"))
+}
+
+/// `MEMSTATE_KAFKA_BOOTSTRAP` (with the client properties of
+/// `MEMSTATE_KAFKA_PROPERTIES_FILE` when set), else an `apache/kafka`
+/// container (the testcontainers module's pinned tag), else skipped.
 pub async fn kafka() -> Provision {
     if let Some(bootstrap) = env_var(BOOTSTRAP_ENV) {
+        let properties = match properties_from_env() {
+            Ok(properties) => properties,
+            // Not a silent plaintext run: the reason names the file, and
+            // MEMSTATE_REQUIRE=kafka turns it into a failure.
+            Err(why) => return Provision::Skipped(why),
+        };
+        let origin = if properties.is_empty() {
+            BOOTSTRAP_ENV.to_owned()
+        } else {
+            format!("{BOOTSTRAP_ENV}, {PROPERTIES_FILE_ENV}")
+        };
         return Provision::Ready(Arc::new(KafkaBackend {
             bootstrap,
-            origin: BOOTSTRAP_ENV.into(),
+            properties,
+            origin,
             _container: None,
         }));
     }
@@ -56,6 +98,7 @@ pub async fn kafka() -> Provision {
             match (host, port) {
                 (Ok(host), Ok(port)) => Provision::Ready(Arc::new(KafkaBackend {
                     bootstrap: format!("{host}:{port}"),
+                    properties: BTreeMap::new(),
                     origin: "testcontainers apache/kafka".into(),
                     _container: Some(container),
                 })),
@@ -75,12 +118,17 @@ impl Backend for KafkaBackend {
     }
 
     fn location(&self) -> String {
-        format!("{} (from {})", self.bootstrap, self.origin)
+        let security = self
+            .properties
+            .get("security.protocol")
+            .map_or(String::new(), |p| format!(", {p}"));
+        format!("{} (from {}{security})", self.bootstrap, self.origin)
     }
 
     async fn fresh(&self) -> Result<Fixture, BoxError> {
         let topic = unique_name("memstate-conformance");
-        let config = KafkaConfig::new(self.bootstrap.clone(), topic);
+        let mut config = KafkaConfig::new(self.bootstrap.clone(), topic);
+        config.properties.extend(self.properties.clone());
         let stream = KafkaStream::connect(config.clone().with_topic_creation(1)).await?;
         let connect: Connect = Arc::new(move || {
             let config = config.clone();

@@ -16,7 +16,10 @@ use std::sync::Arc;
 
 pub use eventstore::{EventStoreBackend, URL_ENV as EVENTSTORE_URL_ENV, eventstore};
 pub use file::FileBackend;
-pub use kafka::{BOOTSTRAP_ENV as KAFKA_BOOTSTRAP_ENV, KafkaBackend, kafka};
+pub use kafka::{
+    BOOTSTRAP_ENV as KAFKA_BOOTSTRAP_ENV, KafkaBackend,
+    PROPERTIES_FILE_ENV as KAFKA_PROPERTIES_FILE_ENV, kafka,
+};
 pub use kinesis::{ENDPOINT_ENV as KINESIS_ENDPOINT_ENV, KinesisBackend, kinesis};
 pub use memory::MemoryBackend;
 
