@@ -355,6 +355,16 @@ cmd_start() {
     echo "$BOOTSTRAP"
 }
 
+# Waits up to $2 seconds for pid $1 to exit; fails if it is still alive.
+wait_gone() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    ! kill -0 "$1" 2>/dev/null
+}
+
 cmd_stop() {
     local pid
     if ! pid="$(running_pid)"; then
@@ -364,38 +374,25 @@ cmd_stop() {
     fi
     log "stopping pid $pid"
     kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 120; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.5
-    done
-    if kill -0 "$pid" 2>/dev/null; then
+    if ! wait_gone "$pid" 60; then
         log "pid $pid did not exit within 60 s of SIGTERM; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 20; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.5
-        done
+        wait_gone "$pid" 10 || die "pid $pid is still alive"
     fi
-    kill -0 "$pid" 2>/dev/null && die "pid $pid is still alive"
     rm -f "$PID_FILE"
     log "stopped"
 }
 
 # SIGKILL, as a crash would: no controlled shutdown, no flush.
 cmd_kill() {
-    local pid i
+    local pid
     if ! pid="$(running_pid)"; then
         log "not running"
         return 0
     fi
     log "killing pid $pid (SIGKILL)"
     kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && die "pid $pid is still alive after SIGKILL"
+    wait_gone "$pid" 10 || die "pid $pid is still alive after SIGKILL"
     rm -f "$PID_FILE"
 }
 
