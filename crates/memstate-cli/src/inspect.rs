@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use clap::Args;
 use memstate_core::envelope::decode_frame;
+use memstate_file::{FileStream, FileStreamConfig};
 use serde_json::json;
 
 use crate::CliError;
 
 /// Prints every record of a file journal as decoded envelopes, one JSON line
-/// each, then reports a torn tail or corruption the way the engine would.
-/// Never modifies the journal.
+/// each, then reports a torn tail, corruption or data loss the way the engine
+/// would. Never modifies the journal, unless `--accept-data-loss` is given.
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
     /// The journal directory.
@@ -19,10 +20,18 @@ pub struct InspectArgs {
     /// Print only the summary, not the records.
     #[arg(long)]
     pub summary: bool,
+    /// When acknowledged data is missing (the journal ends before its durable
+    /// watermark), accept the loss: open the journal as a writer would, cut
+    /// what is left of a partial record and rewrite the watermark to where
+    /// the data now ends, so that nodes can open it again. Those records are
+    /// gone for good; do it only after deciding that nothing else holds them.
+    #[arg(long)]
+    pub accept_data_loss: bool,
 }
 
-/// Runs the inspection; `Ok(false)` when the journal is torn or corrupt.
-pub fn run(args: &InspectArgs) -> Result<bool, CliError> {
+/// Runs the inspection; `Ok(false)` when the journal is torn, corrupt, or
+/// lost acknowledged data (and the loss was not accepted).
+pub async fn run(args: &InspectArgs) -> Result<bool, CliError> {
     let report = memstate_file::inspect::read_all(&args.path)
         .map_err(|e| CliError::Backend(format!("cannot inspect {}: {e}", args.path.display())))?;
     let stdout = std::io::stdout();
@@ -79,5 +88,37 @@ pub fn run(args: &InspectArgs) -> Result<bool, CliError> {
             c.reason
         );
     }
+    if let Some(loss) = &report.data_loss {
+        clean = false;
+        eprintln!("DATA LOSS: {loss} (the engine refuses to open the journal)");
+        if args.accept_data_loss {
+            return accept_data_loss(args).await;
+        }
+        eprintln!("to continue without the missing records: memstate inspect --accept-data-loss");
+    }
     Ok(clean)
+}
+
+/// Opens the journal accepting the loss, and reports what that did.
+async fn accept_data_loss(args: &InspectArgs) -> Result<bool, CliError> {
+    let config = FileStreamConfig::new(&args.path).with_accept_data_loss(true);
+    let stream = FileStream::open_with(config)
+        .await
+        .map_err(|e| CliError::Backend(format!("cannot open {}: {e}", args.path.display())))?;
+    let opened = stream.open_report();
+    if let Some(loss) = &opened.accepted_data_loss {
+        eprintln!("accepted the loss: {loss}");
+    }
+    if let Some(t) = &opened.torn_tail {
+        eprintln!(
+            "cut {} byte(s) of a partial record at offset {} of {}",
+            t.dropped_bytes,
+            t.offset,
+            t.path.display()
+        );
+    }
+    let head = opened.head.as_ref().map_or("none", |c| c.as_str());
+    eprintln!("the journal now ends after record {head}");
+    stream.close();
+    Ok(true)
 }

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
-            Command::Inspect(args) => inspect::run(&args),
+            Command::Inspect(args) => inspect::run(&args).await,
             #[cfg(feature = "conformance")]
             Command::Conformance(args) => conformance::run(args).await,
             #[cfg(feature = "bench")]

@@ -52,6 +52,17 @@ pub struct FileStreamConfig {
     /// or only the last segment (`false`: faster to open a long journal;
     /// older segments are still checked when a subscriber reads them).
     pub verify_on_open: bool,
+    /// Open even when acknowledged data is missing (`false`, the default,
+    /// refuses with [`FileStreamError::DataLoss`] and modifies nothing).
+    ///
+    /// A journal that ends before its durable watermark lost records that
+    /// callers were told are durable. With this set, opening accepts the
+    /// loss: it cuts what is left of a partial record, rewrites the watermark
+    /// to where the data now ends, reports the loss in
+    /// [`OpenReport::accepted_data_loss`](crate::OpenReport::accepted_data_loss)
+    /// and logs it. Set it for one opening after deciding the loss is
+    /// acceptable, then unset it: left on, it would hide the next loss too.
+    pub accept_data_loss: bool,
 }
 
 impl FileStreamConfig {
@@ -74,6 +85,7 @@ impl FileStreamConfig {
             lock_timeout: Self::DEFAULT_LOCK_TIMEOUT,
             verify_on_open: true,
             file_events: true,
+            accept_data_loss: false,
         }
     }
 
@@ -110,6 +122,12 @@ impl FileStreamConfig {
     /// Sets [`FileStreamConfig::verify_on_open`].
     pub fn with_verify_on_open(mut self, verify: bool) -> Self {
         self.verify_on_open = verify;
+        self
+    }
+
+    /// Sets [`FileStreamConfig::accept_data_loss`].
+    pub fn with_accept_data_loss(mut self, accept: bool) -> Self {
+        self.accept_data_loss = accept;
         self
     }
 

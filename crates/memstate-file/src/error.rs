@@ -35,6 +35,16 @@ pub enum FileStreamError {
         /// Which check failed.
         reason: String,
     },
+    /// Data the durable watermark counts as acknowledged is missing from the
+    /// segment files (a segment cut short, the newest segment deleted).
+    /// Nothing was modified; opening with
+    /// [`FileStreamConfig::accept_data_loss`](crate::FileStreamConfig::accept_data_loss)
+    /// continues without the missing records.
+    #[error(
+        "data loss in the journal: {0}; nothing was modified (to continue without the missing \
+         records, open once with accept_data_loss, e.g. `memstate inspect --accept-data-loss`)"
+    )]
+    DataLoss(Box<crate::scan::DataLoss>),
     /// A cursor that this journal did not make, or that points at no record.
     #[error("invalid cursor {cursor:?}: {reason}")]
     InvalidCursor {
@@ -120,6 +130,15 @@ impl From<FileStreamError> for StreamError {
             } => StreamError::Corrupt {
                 location: format!("{} at offset {offset}", path.display()),
                 reason,
+            },
+            FileStreamError::DataLoss(loss) => StreamError::Corrupt {
+                location: loss.path.display().to_string(),
+                reason: format!(
+                    "data loss: {} (the durable watermark ends at {}, the segments end at {}); \
+                     nothing was modified (to continue without the missing records, open once \
+                     with accept_data_loss, e.g. `memstate inspect --accept-data-loss`)",
+                    loss.missing, loss.watermark_end, loss.found_end
+                ),
             },
             FileStreamError::InvalidCursor { cursor, reason } => {
                 StreamError::InvalidCursor { cursor, reason }

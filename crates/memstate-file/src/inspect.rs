@@ -2,8 +2,8 @@
 //! `memstate inspect PATH`.
 //!
 //! It judges the journal exactly as opening a [`FileStream`](crate::FileStream)
-//! would (torn tail or corruption) but never modifies a file and never takes
-//! the writer lock. On a journal that is being written, an append in flight
+//! would (torn tail, corruption, or acknowledged data missing) but never
+//! modifies a file and never takes the writer lock. On a journal that is being written, an append in flight
 //! can show as a torn tail.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +16,9 @@ use crate::format::{SEGMENT_HEADER_LEN, Watermark, segment_path};
 use crate::fsio::WatermarkFile;
 use crate::position::Position;
 use crate::recovery::{TornTail, list_segments};
-use crate::scan::{Verdict, WatermarkHint, judge, scan_segment};
+use crate::scan::{
+    DataLoss, Verdict, WatermarkHint, judge, missing_acknowledged_data, scan_segment,
+};
 
 /// One record read by the inspector.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,14 +76,19 @@ pub struct InspectReport {
     pub torn_tail: Option<TornTail>,
     /// Damage that makes opening fail; records after it were not read.
     pub corruption: Option<Corruption>,
+    /// Acknowledged data missing: the journal ends before its durable
+    /// watermark. Opening fails unless it accepts the loss
+    /// ([`FileStreamConfig::accept_data_loss`](crate::FileStreamConfig::accept_data_loss)).
+    /// A partial record at the end is then part of the loss, not a torn tail.
+    pub data_loss: Option<DataLoss>,
     /// The durable watermark file's content, when it decodes.
     pub watermark: Option<Watermark>,
 }
 
 impl InspectReport {
-    /// Neither a torn tail nor corruption.
+    /// No torn tail, no corruption, no data loss.
     pub fn is_clean(&self) -> bool {
-        self.torn_tail.is_none() && self.corruption.is_none()
+        self.torn_tail.is_none() && self.corruption.is_none() && self.data_loss.is_none()
     }
 }
 
@@ -153,6 +160,7 @@ pub fn scan(
         record_count: 0,
         torn_tail: None,
         corruption: None,
+        data_loss: None,
         watermark,
     };
     let segments = match list_segments(&dir) {
@@ -171,6 +179,9 @@ pub fn scan(
         }
         Err(e) => return Err(e),
     };
+    // The watermark was read before the segments were listed, so an append
+    // running meanwhile can only make the segments longer than it says.
+    report.data_loss = missing_acknowledged_data(&dir, watermark, &segments)?;
     let last = segments.last().copied();
     for number in segments {
         let result = scan_segment(&dir, number, SEGMENT_HEADER_LEN, &mut |offset, payload| {
@@ -198,6 +209,7 @@ pub fn scan(
         };
         match judge(&result, Some(number) == last, hint) {
             Verdict::Clean => {}
+            Verdict::Torn { .. } if report.data_loss.is_some() => {}
             Verdict::Torn { offset, reason } => {
                 report.torn_tail = Some(TornTail {
                     path: segment_path(&dir, number),

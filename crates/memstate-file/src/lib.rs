@@ -22,4 +22,5 @@ pub use format::{
 };
 pub use position::Position;
 pub use recovery::TornTail;
+pub use scan::DataLoss;
 pub use stream::{FileStream, OpenReport};

@@ -13,7 +13,9 @@ use crate::format::{
 };
 use crate::fsio::{WatermarkFile, sync_dir, write_all_at};
 use crate::position::Position;
-use crate::scan::{SegmentScan, Verdict, WatermarkHint, judge, scan_segment};
+use crate::scan::{
+    DataLoss, SegmentScan, Verdict, WatermarkHint, judge, missing_acknowledged_data, scan_segment,
+};
 
 /// The segment numbers present in `dir`, ascending, checked to be contiguous.
 ///
@@ -94,27 +96,63 @@ pub struct TornTail {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Recovered {
     pub(crate) torn_tail: Option<TornTail>,
+    /// Acknowledged data found missing and accepted.
+    pub(crate) data_loss: Option<DataLoss>,
     pub(crate) created_segment: Option<u64>,
     /// Records whose checksum was verified.
     pub(crate) records_verified: u64,
     pub(crate) segments: Vec<u64>,
 }
 
-/// Makes the tail consistent and publishes the watermark. The caller holds
-/// the writer lock.
+/// Makes the tail consistent and publishes the watermark, refusing to go on
+/// when acknowledged data is missing. The caller holds the writer lock.
 ///
 /// # Errors
 ///
-/// I/O failures; [`FileStreamError::Corrupt`] for damage that is not a torn
-/// tail (nothing is modified then).
+/// As [`recover_with`] with data loss refused.
 pub(crate) fn recover(
     dir: &Path,
     watermark_file: &WatermarkFile,
     scope: Scope,
 ) -> Result<(Watermark, Recovered), FileStreamError> {
+    recover_with(dir, watermark_file, scope, false)
+}
+
+/// Makes the tail consistent and publishes the watermark. The caller holds
+/// the writer lock.
+///
+/// Before anything is judged or cut, the segments are compared with the
+/// stored watermark: a journal shorter than its watermark lost acknowledged
+/// data. Unless `accept_data_loss`, that is an error and nothing is modified,
+/// so the watermark is never written backwards.
+///
+/// # Errors
+///
+/// I/O failures; [`FileStreamError::DataLoss`] when acknowledged data is
+/// missing and not accepted; [`FileStreamError::Corrupt`] for damage that is
+/// not a torn tail (nothing is modified then).
+pub(crate) fn recover_with(
+    dir: &Path,
+    watermark_file: &WatermarkFile,
+    scope: Scope,
+    accept_data_loss: bool,
+) -> Result<(Watermark, Recovered), FileStreamError> {
     let stored = watermark_file.read()?;
     let mut segments = list_segments(dir)?;
     let mut recovered = Recovered::default();
+    if let Some(loss) = missing_acknowledged_data(dir, stored, &segments)? {
+        if !accept_data_loss {
+            return Err(FileStreamError::DataLoss(Box::new(loss)));
+        }
+        tracing::error!(
+            segment = %loss.path.display(),
+            watermark_end = %loss.watermark_end,
+            found_end = %loss.found_end,
+            missing = %loss.missing,
+            "acknowledged data is missing from the journal; continuing without it (accept_data_loss)"
+        );
+        recovered.data_loss = Some(loss);
+    }
 
     let (Some(&first), Some(&last)) = (segments.first(), segments.last()) else {
         if let Some(w) = stored.filter(|w| w.last.is_some()) {

@@ -2,7 +2,9 @@
 //! whether a bad frame is a torn tail or corruption.
 //!
 //! Used by recovery (under the writer lock) and by the read-only inspector,
-//! so both judge a journal the same way.
+//! so both judge a journal the same way. Also compares the durable watermark
+//! with the segments: a journal shorter than its watermark lost acknowledged
+//! data ([`DataLoss`]).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -10,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::FileStreamError;
 use crate::format::{
-    FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, check_segment_header, frame_crc,
+    FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, Watermark, check_segment_header, frame_crc,
     seal_crc_ok, segment_path,
 };
+use crate::position::Position;
 
 /// Read buffer for sequential scans: large enough that a scan is a few big
 /// reads rather than two small ones per record.
@@ -340,4 +343,143 @@ pub(crate) fn judge(scan: &SegmentScan, is_last: bool, hint: WatermarkHint) -> V
         return torn("zero-filled to the end of the file");
     }
     corrupt(" (more data follows it)")
+}
+
+/// Acknowledged data that is gone: the durable watermark, written only after
+/// its data was fsynced, lies past what the segment files still hold.
+///
+/// A journal can end short of its watermark only when something outside the
+/// journal removed bytes (a restored backup, a cut file, a deleted segment, a
+/// disk that lost writes it had confirmed). Those records were acknowledged to
+/// their callers, so this is data loss, never a torn tail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DataLoss {
+    /// The segment file where data is missing: the first missing segment, or
+    /// the segment that is shorter than the watermark says.
+    pub path: PathBuf,
+    /// Where the watermark says the durable data ends.
+    pub watermark_end: Position,
+    /// Where the segment files end now (the end of the last segment file,
+    /// whatever its content).
+    pub found_end: Position,
+    /// What is missing, in words: the missing segments or the missing byte
+    /// range, and the last acknowledged record when it is among them.
+    pub missing: String,
+}
+
+impl std::fmt::Display for DataLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} (the durable watermark ends at {}, the segments end at {})",
+            self.path.display(),
+            self.missing,
+            self.watermark_end,
+            self.found_end
+        )
+    }
+}
+
+/// Compares the watermark with the segment files' lengths and says what
+/// acknowledged data is missing, if any. Reads only file sizes, so it runs
+/// before anything is judged or cut.
+///
+/// `segments` are the segment numbers present, ascending and contiguous.
+///
+/// # Errors
+///
+/// I/O failures reading file sizes.
+pub(crate) fn missing_acknowledged_data(
+    dir: &Path,
+    watermark: Option<Watermark>,
+    segments: &[u64],
+) -> Result<Option<DataLoss>, FileStreamError> {
+    let (Some(w), Some(&first), Some(&last)) = (watermark, segments.first(), segments.last())
+    else {
+        return Ok(None);
+    };
+    if w.end.segment < first {
+        // The watermark's segment was removed together with everything
+        // before the remaining segments: the history check reports that.
+        return Ok(None);
+    }
+    let last_len = file_size(dir, last)?;
+    let found_end = Position::new(last, last_len);
+    let lost_record = |from: Position| match w.last {
+        Some(record) if record >= from => {
+            format!("; the last acknowledged record, at {record}, is among them")
+        }
+        _ => String::new(),
+    };
+    if w.end.segment > last {
+        // A watermark at the very start of the next segment only says that
+        // the last one was sealed: opening found the seal and made its
+        // (empty) successor, which nothing ever wrote to.
+        let empty_successor =
+            w.end.segment == last + 1 && w.end.offset <= crate::format::SEGMENT_HEADER_LEN;
+        if empty_successor {
+            let Some(record) = w.last else {
+                return Ok(None);
+            };
+            let len = file_size(dir, record.segment)?;
+            if len >= record.offset + FRAME_HEADER_LEN {
+                return Ok(None);
+            }
+            return Ok(Some(DataLoss {
+                path: segment_path(dir, record.segment),
+                watermark_end: w.end,
+                found_end,
+                missing: format!(
+                    "segment {} is {len} bytes long but the last acknowledged record starts at \
+                     offset {} of it",
+                    record.segment, record.offset
+                ),
+            }));
+        }
+        let missing = if w.end.segment == last + 1 {
+            format!("segment {} is missing", last + 1)
+        } else {
+            format!("segments {} to {} are missing", last + 1, w.end.segment)
+        };
+        return Ok(Some(DataLoss {
+            path: segment_path(dir, last + 1),
+            watermark_end: w.end,
+            found_end,
+            missing: format!(
+                "{missing}: the watermark counts {} byte(s) of segment {} as durable{}",
+                w.end.offset,
+                w.end.segment,
+                lost_record(Position::new(last + 1, 0))
+            ),
+        }));
+    }
+    let len = if w.end.segment == last {
+        last_len
+    } else {
+        file_size(dir, w.end.segment)?
+    };
+    if len >= w.end.offset {
+        return Ok(None);
+    }
+    Ok(Some(DataLoss {
+        path: segment_path(dir, w.end.segment),
+        watermark_end: w.end,
+        found_end,
+        missing: format!(
+            "segment {} is {len} bytes long but the watermark counts {} bytes of it as durable: \
+             bytes {len} to {} are missing{}",
+            w.end.segment,
+            w.end.offset,
+            w.end.offset,
+            lost_record(Position::new(w.end.segment, len))
+        ),
+    }))
+}
+
+fn file_size(dir: &Path, number: u64) -> Result<u64, FileStreamError> {
+    let path = segment_path(dir, number);
+    std::fs::metadata(&path)
+        .map(|m| m.len())
+        .map_err(|e| FileStreamError::io("reading the size of", &path, e))
 }

@@ -19,7 +19,8 @@ use crate::lock::WriterLock;
 use crate::notify::{Notifier, notifier_for};
 use crate::position::{self, Position};
 use crate::reader::{FileSubscription, JournalReader};
-use crate::recovery::{Scope, TornTail, list_segments, recover};
+use crate::recovery::{Scope, TornTail, list_segments, recover_with};
+use crate::scan::DataLoss;
 use crate::writer::{self, Request, WriterSetup};
 
 /// What opening the journal found and did.
@@ -35,6 +36,10 @@ pub struct OpenReport {
     /// The torn tail that was cut off, if the last append before opening was
     /// interrupted.
     pub torn_tail: Option<TornTail>,
+    /// Acknowledged data that was missing and that this opening accepted to
+    /// lose ([`FileStreamConfig::accept_data_loss`]); without that setting,
+    /// opening fails with [`FileStreamError::DataLoss`] instead.
+    pub accepted_data_loss: Option<DataLoss>,
     /// A segment that opening created (segment 0 of a new journal, or the
     /// successor of a sealed last segment).
     pub created_segment: Option<u64>,
@@ -124,7 +129,10 @@ impl FileStream {
     /// [`FileStreamError`] converted at the crate edge; I/O failures keep it
     /// as their source): [`StreamError::Misconfigured`] for limits that cannot
     /// work; [`StreamError::Corrupt`] naming the file and offset of damage
-    /// that is not a torn tail; [`StreamError::Timeout`] when another appender
+    /// that is not a torn tail, or (reason starting with "data loss") the
+    /// segment where acknowledged data is missing: the journal ends before
+    /// its durable watermark, and nothing was modified (see
+    /// [`FileStreamConfig::accept_data_loss`]); [`StreamError::Timeout`] when another appender
     /// holds the writer lock too long; [`StreamError::Backend`] for I/O
     /// failures.
     pub async fn open_with(config: FileStreamConfig) -> Result<Self, StreamError> {
@@ -140,6 +148,7 @@ impl FileStream {
             Scope::LastSegment
         };
         let timeout = config.lock_timeout;
+        let accept_data_loss = config.accept_data_loss;
         let (dir, lock, watermark_file, watermark, recovered) =
             tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&requested).map_err(|e| {
@@ -152,7 +161,7 @@ impl FileStream {
                 let watermark_file = WatermarkFile::open_write(&dir)?;
                 let (watermark, recovered) = {
                     let _guard = lock.acquire(timeout)?;
-                    recover(&dir, &watermark_file, scope)?
+                    recover_with(&dir, &watermark_file, scope, accept_data_loss)?
                 };
                 Ok::<_, FileStreamError>((dir, lock, watermark_file, watermark, recovered))
             })
@@ -177,6 +186,7 @@ impl FileStream {
             segments: recovered.segments,
             records_verified: recovered.records_verified,
             torn_tail: recovered.torn_tail,
+            accepted_data_loss: recovered.data_loss,
             created_segment: recovered.created_segment,
             head: watermark.last.map(Position::to_cursor),
         };

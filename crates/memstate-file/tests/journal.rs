@@ -84,16 +84,17 @@ async fn reopening_returns_everything_appended_before() {
 async fn a_torn_tail_is_truncated_on_reopen_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStream::open(dir.path()).await.unwrap();
-    let cursors = s
-        .append(vec![b("first"), b("second"), b("third-record")])
-        .await
-        .unwrap();
+    let mut cursors = s.append(vec![b("first"), b("second")]).await.unwrap();
+    let published = std::fs::read(dir.path().join("journal.watermark")).unwrap();
+    cursors.extend(s.append(vec![b("third-record")]).await.unwrap());
     drop(s);
     let seg = segment_file(dir.path(), 0);
     let full = std::fs::metadata(&seg).unwrap().len();
     let third = Position::from_cursor(&cursors[2]).unwrap().offset;
-    // Cut the last record in the middle of its payload, as a crash would.
+    // Cut the last record in the middle of its payload, as a crash during
+    // its append would (before the watermark counted it).
     let cut = third + 8 + 5;
+    std::fs::write(dir.path().join("journal.watermark"), published).unwrap();
     OpenOptions::new()
         .write(true)
         .open(&seg)
@@ -626,14 +627,18 @@ async fn a_sealed_last_segment_gets_a_successor_and_the_head_is_found_behind_it(
         .with_segment_size(256)
         .with_verify_on_open(false);
     let s = FileStream::open_with(config.clone()).await.unwrap();
-    let batch: Vec<Bytes> = (0..8).map(|i| b(&format!("{i:040}"))).collect();
-    let cursors = s.append(batch).await.unwrap();
+    let mut cursors = s.append(vec![b(&format!("{:040}", 0))]).await.unwrap();
+    let published = std::fs::read(dir.path().join("journal.watermark")).unwrap();
+    let batch: Vec<Bytes> = (1..8).map(|i| b(&format!("{i:040}"))).collect();
+    cursors.extend(s.append(batch).await.unwrap());
     let last = Position::from_cursor(cursors.last().unwrap()).unwrap();
     assert!(last.segment >= 1);
     drop(s);
     // As if the appender died after sealing segment `last.segment - 1` and
-    // before its successor existed.
+    // before its successor existed: the watermark still says what the append
+    // before published.
     std::fs::remove_file(segment_file(dir.path(), last.segment)).unwrap();
+    std::fs::write(dir.path().join("journal.watermark"), published).unwrap();
     let s = FileStream::open_with(config).await.unwrap();
     assert_eq!(s.open_report().created_segment, Some(last.segment));
     let survivors = cursors
