@@ -163,24 +163,39 @@ async fn the_policy_takes_snapshots_every_n_envelopes() {
         .start()
         .await
         .unwrap();
-    write(&e, 0, 300).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while e.stats().snapshots.taken < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "snapshots taken: {:?}",
-            e.stats().snapshots
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // A snapshot due while the previous one is still being written is not
+    // queued, so bursts written faster than the disk would merge. Each burst
+    // of 25 waits for the snapshot it makes due: three bursts, three
+    // snapshots, whatever the disk's speed.
+    for burst in 1..=3u64 {
+        write(&e, (burst - 1) * 25, burst * 25).await;
+        wait_for_snapshots(&e, burst).await;
+        let last = e.stats().snapshots.last_taken.unwrap();
+        assert!(last.applied_index >= 25 * burst, "{last:?}");
     }
+    assert_eq!(e.stats().snapshots.taken, 3);
+    assert_eq!(e.stats().snapshots.failed, 0);
     let files = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(Result::ok)
         .filter(|f| f.file_name().to_string_lossy().ends_with(".snap"))
         .count();
-    assert!(files >= 3, "{files} snapshot files");
+    assert_eq!(files, 3, "{files} snapshot files");
     assert!(e.stats().snapshots.last_pause.is_some());
     e.shutdown().await;
+}
+
+/// Waits until `n` snapshots were written; the deadline only guards a hang.
+async fn wait_for_snapshots(e: &Engine<Kv>, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while e.stats().snapshots.taken < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "snapshots after 120 s: {:?}",
+            e.stats().snapshots
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
