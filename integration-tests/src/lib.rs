@@ -7,6 +7,8 @@ pub mod provision;
 pub mod runner;
 
 pub use cases::{Case, CaseResult, Outcome};
-pub use fixture::{Backend, BoxError, Connect, Fixture};
+pub use fixture::{Backend, BoxError, Cleanup, Connect, Fixture};
 pub use provision::Provision;
-pub use runner::{CaseReport, format_table, run_libtest, run_table};
+pub use runner::{
+    CaseReport, KEEP_STREAMS_ENV, format_table, keep_streams, run_libtest, run_table,
+};

@@ -6,35 +6,122 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use crate::cases::{self, CASE_TIMEOUT, Case, Outcome};
-use crate::fixture::Backend;
+use crate::fixture::{Backend, BoxError, Cleanup, Fixture};
 use crate::provision::{Provision, is_required};
+
+/// The variable that keeps the topics and streams cases create on Kafka and
+/// Kinesis (`MEMSTATE_KEEP_STREAMS=1`), for a post-mortem. By default the
+/// suite deletes them when each case ends: it may run against a cluster
+/// someone else owns.
+pub const KEEP_STREAMS_ENV: &str = "MEMSTATE_KEEP_STREAMS";
+
+/// Whether [`KEEP_STREAMS_ENV`] asks to keep what cases create (any value
+/// but empty, `0` or `false`).
+pub fn keep_streams() -> bool {
+    std::env::var(KEEP_STREAMS_ENV).is_ok_and(|v| {
+        let v = v.trim();
+        !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))
+    })
+}
+
+/// One case's view of the backend: remembers what every fixture it hands out
+/// must delete when the case ends.
+struct Tracked {
+    inner: Arc<dyn Backend>,
+    cleanups: parking_lot::Mutex<Vec<Cleanup>>,
+}
+
+#[async_trait]
+impl Backend for Tracked {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    async fn fresh(&self) -> Result<Fixture, BoxError> {
+        let fixture = self.inner.fresh().await?;
+        if let Some(cleanup) = fixture.cleanup() {
+            self.cleanups.lock().push(cleanup.clone());
+        }
+        Ok(fixture)
+    }
+}
 
 /// The result of one case in a table run.
 #[derive(Debug, Clone)]
 pub struct CaseReport {
     /// The case's name.
     pub case: &'static str,
-    /// The rule it checks.
-    pub rule: &'static str,
+    /// The rules it checks (see [`Case::cites`]).
+    pub rule: String,
     /// Passed, ignored (with reason), or failed (with message).
     pub result: Result<Outcome, String>,
     /// How long it took.
     pub elapsed: Duration,
 }
 
-/// Runs one case with a timeout, catching panics as failures.
+/// Runs one case with a timeout, catching panics as failures, then deletes
+/// the topics and streams it created unless [`keep_streams`] says otherwise.
 pub async fn run_case(case: Case, backend: Arc<dyn Backend>) -> Result<Outcome, String> {
-    let task = tokio::spawn(case.run(backend));
-    match tokio::time::timeout(CASE_TIMEOUT, task).await {
-        Err(_) => Err(format!("timed out after {CASE_TIMEOUT:?}")),
+    run_case_keeping(case, backend, keep_streams()).await
+}
+
+/// [`run_case`], with the choice to keep what the case created made here.
+/// A cleanup that fails fails the case: the suite must not litter a cluster
+/// unnoticed.
+pub async fn run_case_keeping(
+    case: Case,
+    backend: Arc<dyn Backend>,
+    keep: bool,
+) -> Result<Outcome, String> {
+    let tracked = Arc::new(Tracked {
+        inner: backend,
+        cleanups: parking_lot::Mutex::new(Vec::new()),
+    });
+    let task = tokio::spawn(case.run(Arc::clone(&tracked) as Arc<dyn Backend>));
+    let abort = task.abort_handle();
+    let mut result = match tokio::time::timeout(CASE_TIMEOUT, task).await {
+        Err(_) => {
+            // Its engines and clients go away with it, before the cleanup.
+            abort.abort();
+            Err(format!("timed out after {CASE_TIMEOUT:?}"))
+        }
         Ok(Err(join)) => Err(format!("panicked: {join}")),
         Ok(Ok(Err(e))) => Err(e.to_string()),
         Ok(Ok(Ok(outcome))) => Ok(outcome),
+    };
+    let cleanups = std::mem::take(&mut *tracked.cleanups.lock());
+    for cleanup in cleanups {
+        if keep {
+            eprintln!(
+                "conformance: {}: kept {} ({KEEP_STREAMS_ENV} is set)",
+                case.name, cleanup.what
+            );
+            continue;
+        }
+        let deleted = match tokio::time::timeout(CLEANUP_TIMEOUT, cleanup.run()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {CLEANUP_TIMEOUT:?}"),
+        };
+        let problem = format!("could not delete {}: {deleted}", cleanup.what);
+        result = match result {
+            Ok(_) => Err(problem),
+            Err(e) => Err(format!("{e}; and {problem}")),
+        };
     }
+    result
 }
+
+/// The bound on deleting one case's stream.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the cases whose names contain `filter` (all when `None`), one after
 /// another, and reports each.
@@ -48,7 +135,7 @@ pub async fn run_table(backend: Arc<dyn Backend>, filter: Option<&str>) -> Vec<C
         let result = run_case(case, Arc::clone(&backend)).await;
         out.push(CaseReport {
             case: case.name,
-            rule: case.rule,
+            rule: case.cites(),
             result,
             elapsed: started.elapsed(),
         });
@@ -169,4 +256,91 @@ where
     drop(provision);
     runtime.shutdown_timeout(Duration::from_secs(10));
     conclusion.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::provision::MemoryBackend;
+
+    /// The memory backend, with a cleanup that counts its runs.
+    struct Counting {
+        deletions: Arc<AtomicUsize>,
+        fail: bool,
+    }
+
+    #[async_trait]
+    impl Backend for Counting {
+        fn name(&self) -> String {
+            "counting".into()
+        }
+
+        fn location(&self) -> String {
+            "this process".into()
+        }
+
+        async fn fresh(&self) -> Result<Fixture, BoxError> {
+            let deletions = Arc::clone(&self.deletions);
+            let fail = self.fail;
+            let fixture = MemoryBackend.fresh().await?;
+            Ok(fixture.with_cleanup(Cleanup::new("a test stream", move || {
+                let deletions = Arc::clone(&deletions);
+                Box::pin(async move {
+                    deletions.fetch_add(1, Ordering::SeqCst);
+                    if fail {
+                        Err("the backend refused".into())
+                    } else {
+                        Ok(())
+                    }
+                })
+            })))
+        }
+    }
+
+    fn case(name: &str) -> Case {
+        cases::all()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no case {name}"))
+    }
+
+    fn counting(fail: bool) -> (Arc<AtomicUsize>, Arc<dyn Backend>) {
+        let deletions = Arc::new(AtomicUsize::new(0));
+        let backend = Arc::new(Counting {
+            deletions: Arc::clone(&deletions),
+            fail,
+        });
+        (deletions, backend)
+    }
+
+    #[tokio::test]
+    async fn every_stream_a_case_creates_is_deleted_when_it_ends() {
+        let (deletions, backend) = counting(false);
+        // This case opens one fixture.
+        let result =
+            run_case_keeping(case("payload_bytes_come_back_unchanged"), backend, false).await;
+        assert_eq!(result, Ok(Outcome::Passed));
+        assert_eq!(deletions.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn streams_are_kept_when_asked() {
+        let (deletions, backend) = counting(false);
+        let result =
+            run_case_keeping(case("payload_bytes_come_back_unchanged"), backend, true).await;
+        assert_eq!(result, Ok(Outcome::Passed));
+        assert_eq!(deletions.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_deletion_fails_the_case_and_names_the_stream() {
+        let (deletions, backend) = counting(true);
+        let result =
+            run_case_keeping(case("payload_bytes_come_back_unchanged"), backend, false).await;
+        assert_eq!(deletions.load(Ordering::SeqCst), 1);
+        let error = result.expect_err("the deletion failed");
+        assert!(error.contains("a test stream"), "{error}");
+    }
 }

@@ -28,7 +28,8 @@ pub enum SuiteBackend {
 /// Runs the conformance suite and prints a table (case, result, time).
 ///
 /// Each case creates its own stream (a unique topic or stream name) on the
-/// backend and leaves it there.
+/// backend; Kafka topics and Kinesis streams are deleted when the case ends,
+/// unless `MEMSTATE_KEEP_STREAMS=1` asks to keep them.
 #[derive(Debug, Clone, Args)]
 pub struct ConformanceArgs {
     /// Which backend to check.

@@ -140,11 +140,13 @@ impl Stream for MemoryStream {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new(self.shared.max_record_size).with_optimistic_append(true)
+        Capabilities::new(self.shared.max_record_size)
+            .with_optimistic_append(true)
+            .with_multi_record_append(true)
     }
 
     async fn append(&self, records: Vec<Bytes>) -> Result<Vec<Cursor>, StreamError> {
-        self.capabilities().check_sizes(&records)?;
+        self.capabilities().check_append(&records)?;
         if *self.shared.closed.lock() {
             return Err(StreamError::Closed);
         }

@@ -14,8 +14,13 @@
 //!    records only after the backend made them durable by its own definition
 //!    (file: fsync; Kafka: `acks=all` with the idempotent producer; Kinesis:
 //!    `PutRecord` success; EventStoreDB: append success).
-//! 2. **Contiguous appends.** The records of one `append` call land next to
-//!    each other, in the order given.
+//! 2. **One record per append, unless declared.** Where
+//!    [`Capabilities::multi_record_append`] is declared, the records of one
+//!    `append` call land next to each other, in the order given, even while
+//!    other writers append. Where it is not, an `append` of more than one
+//!    record is refused with [`StreamError::Unsupported`] before anything is
+//!    sent. (The engine appends one frame per call, which packs any number of
+//!    commands, so it never needs more.)
 //! 3. **Ambiguity is allowed, lying is not.** An append that returns an error
 //!    may still have been written; the engine copes through command-id
 //!    de-duplication. An append that returns `Ok` must have been written.
@@ -35,7 +40,15 @@
 //! 8. **Restart.** A stream reopened (new client, new process) yields
 //!    everything appended before.
 //! 9. **Cursor order.** [`Stream::compare_cursors`] orders cursors of this
-//!    stream exactly as the stream orders their records.
+//!    stream exactly as the stream orders their records, and refuses cursors
+//!    it did not make ([`StreamError::InvalidCursor`]).
+//! 10. **Opaque payloads.** A record's bytes come back exactly as appended,
+//!     whatever they contain.
+//! 11. **Optimistic appends where declared.** Where
+//!     [`Capabilities::optimistic_append`] is declared,
+//!     [`Stream::append_expecting`] writes only when the stream ends at the
+//!     expected position, and otherwise writes nothing and fails with
+//!     [`StreamError::WrongExpectedPosition`] naming the actual end.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -97,16 +110,21 @@ pub struct Capabilities {
     pub max_record_size: usize,
     /// [`Stream::append_expecting`] is supported.
     pub optimistic_append: bool,
+    /// One [`Stream::append`] may carry several records, and they land
+    /// contiguously and in order whatever other writers do. When `false`, an
+    /// append of more than one record is refused before any I/O.
+    pub multi_record_append: bool,
 }
 
 impl Capabilities {
-    /// Capabilities with the given record-size limit, an exact head and no
-    /// optimistic append.
+    /// Capabilities with the given record-size limit, an exact head, no
+    /// optimistic append and one record per append.
     pub fn new(max_record_size: usize) -> Self {
         Self {
             exact_head: true,
             max_record_size,
             optimistic_append: false,
+            multi_record_append: false,
         }
     }
 
@@ -120,6 +138,31 @@ impl Capabilities {
     pub fn with_optimistic_append(mut self, supported: bool) -> Self {
         self.optimistic_append = supported;
         self
+    }
+
+    /// Sets [`Capabilities::multi_record_append`].
+    pub fn with_multi_record_append(mut self, supported: bool) -> Self {
+        self.multi_record_append = supported;
+        self
+    }
+
+    /// What every [`Stream::append`] checks before any I/O: more than one
+    /// record where [`Capabilities::multi_record_append`] is not declared,
+    /// and payloads over [`Capabilities::max_record_size`].
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Unsupported`] for several records where only one is
+    /// allowed; [`StreamError::RecordTooLarge`] naming the size and the limit.
+    pub fn check_append(&self, records: &[Bytes]) -> Result<(), StreamError> {
+        if records.len() > 1 && !self.multi_record_append {
+            return Err(StreamError::Unsupported(format!(
+                "an append of {} records: this stream takes one record per append \
+                 (the engine packs commands into one frame per record)",
+                records.len()
+            )));
+        }
+        self.check_sizes(records)
     }
 
     /// Refuses payloads over [`Capabilities::max_record_size`], before any I/O.
@@ -283,12 +326,15 @@ pub trait Stream: Send + Sync + fmt::Debug + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// Appends `records` contiguously and in order; returns their cursors once
-    /// they are durable.
+    /// they are durable. More than one record only where
+    /// [`Capabilities::multi_record_append`] is declared (rule 2).
     ///
     /// # Errors
     ///
-    /// [`StreamError::RecordTooLarge`] before any I/O; backend failures
-    /// otherwise. After a failure the records may still have been written.
+    /// [`StreamError::RecordTooLarge`], or [`StreamError::Unsupported`] for
+    /// several records where one is allowed, before any I/O (see
+    /// [`Capabilities::check_append`]); backend failures otherwise. After a
+    /// failure the records may still have been written.
     async fn append(&self, records: Vec<Bytes>) -> Result<Vec<Cursor>, StreamError>;
 
     /// Appends only when the stream currently ends at `expected` (`None`: the

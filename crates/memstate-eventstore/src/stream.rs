@@ -154,6 +154,7 @@ impl Stream for EventStoreStream {
         Capabilities::new(self.shared.config.max_record_size)
             .with_exact_head(true)
             .with_optimistic_append(true)
+            .with_multi_record_append(true)
     }
 
     /// Appends with `StreamState::Any`: several writers may append; the

@@ -400,6 +400,7 @@ impl Stream for FileStream {
         Capabilities::new(self.inner.config.max_record_size)
             .with_exact_head(true)
             .with_optimistic_append(true)
+            .with_multi_record_append(true)
     }
 
     async fn append(&self, records: Vec<Bytes>) -> Result<Vec<Cursor>, StreamError> {

@@ -1,4 +1,7 @@
-//! Behaviour of one journal used from one process.
+//! Behaviour of one journal used from one process that is specific to the
+//! file journal (segments, watermark, torn tails, corruption, locks, what
+//! reopening verifies). The rules every adapter follows are the conformance
+//! suite's (`cargo test -p memstate-conformance --test file`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
@@ -16,29 +19,6 @@ use memstate_file::{FileStream, FileStreamConfig, Position, inspect};
 
 fn fast(dir: &std::path::Path) -> FileStreamConfig {
     FileStreamConfig::new(dir).with_poll_interval(Duration::from_millis(5))
-}
-
-#[tokio::test]
-async fn appended_records_are_read_back_in_order_and_the_tail_is_followed() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = FileStream::open_with(fast(dir.path())).await.unwrap();
-    let cursors = s.append(vec![b("a"), b("b"), b("c")]).await.unwrap();
-    assert_eq!(cursors.len(), 3);
-    let mut sub = s.subscribe(None).await.unwrap();
-    let got = take(&mut sub, 3).await;
-    assert_eq!(payloads(&got), vec![b("a"), b("b"), b("c")]);
-    assert_eq!(
-        got.iter().map(|r| r.cursor.clone()).collect::<Vec<_>>(),
-        cursors
-    );
-
-    // A waiting subscriber wakes for a later append.
-    let follower = tokio::spawn(async move { take(&mut sub, 2).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    s.append(vec![b("d")]).await.unwrap();
-    s.append(vec![b("e")]).await.unwrap();
-    let later = follower.await.unwrap();
-    assert_eq!(payloads(&later), vec![b("d"), b("e")]);
 }
 
 #[tokio::test]
@@ -60,7 +40,7 @@ async fn cursors_are_segment_and_offset_and_increase() {
 }
 
 #[tokio::test]
-async fn reopening_returns_everything_appended_before() {
+async fn reopening_a_clean_journal_verifies_every_record_and_truncates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let first = FileStream::open(dir.path()).await.unwrap();
     let mut expected = Vec::new();
@@ -388,23 +368,6 @@ async fn segments_roll_at_the_configured_size_and_are_read_across_seals() {
 }
 
 #[tokio::test]
-async fn subscribing_from_a_middle_cursor_sees_only_the_suffix() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = FileStream::open_with(fast(dir.path())).await.unwrap();
-    let cursors = s
-        .append(vec![b("a"), b("b"), b("c"), b("d")])
-        .await
-        .unwrap();
-    let mut sub = s.subscribe(Some(cursors[1].clone())).await.unwrap();
-    assert_eq!(payloads(&take(&mut sub, 2).await), vec![b("c"), b("d")]);
-    // From the last record: nothing until something new arrives.
-    let mut tail = s.subscribe(Some(cursors[3].clone())).await.unwrap();
-    assert_quiet(&mut tail, Duration::from_millis(50)).await;
-    s.append(vec![b("e")]).await.unwrap();
-    assert_eq!(payloads(&take(&mut tail, 1).await), vec![b("e")]);
-}
-
-#[tokio::test]
 async fn invalid_cursors_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStream::open(dir.path()).await.unwrap();
@@ -430,42 +393,6 @@ async fn invalid_cursors_are_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, StreamError::InvalidCursor { .. }));
-}
-
-#[tokio::test]
-async fn head_is_exact() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = FileStream::open(dir.path()).await.unwrap();
-    assert!(s.capabilities().exact_head);
-    assert_eq!(s.head().await.unwrap(), None);
-    let c = s.append(vec![b("a"), b("b")]).await.unwrap();
-    assert_eq!(s.head().await.unwrap(), Some(c[1].clone()));
-    // Another handle sees the same head.
-    let other = FileStream::open(dir.path()).await.unwrap();
-    assert_eq!(other.head().await.unwrap(), Some(c[1].clone()));
-}
-
-#[tokio::test]
-async fn optimistic_append_succeeds_only_at_the_expected_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = FileStream::open(dir.path()).await.unwrap();
-    assert!(s.capabilities().optimistic_append);
-    let first = s.append_expecting(vec![b("a")], None).await.unwrap();
-    let err = s.append_expecting(vec![b("b")], None).await.unwrap_err();
-    match err {
-        StreamError::WrongExpectedPosition { expected, actual } => {
-            assert_eq!(expected, None);
-            assert_eq!(actual, Some(first[0].clone()));
-        }
-        other => panic!("expected WrongExpectedPosition, got {other}"),
-    }
-    let second = s
-        .append_expecting(vec![b("b")], Some(first[0].clone()))
-        .await
-        .unwrap();
-    assert_eq!(s.head().await.unwrap(), Some(second[0].clone()));
-    let mut sub = s.subscribe(None).await.unwrap();
-    assert_eq!(payloads(&take(&mut sub, 2).await), vec![b("a"), b("b")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

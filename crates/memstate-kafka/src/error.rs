@@ -24,16 +24,6 @@ pub enum KafkaStreamError {
         #[from]
         source: KafkaError,
     },
-    /// The records of one multi-record append were written, but another
-    /// producer's records landed between them.
-    #[error(
-        "the records of one append were written at offsets {offsets:?}, not next to each other: \
-         another producer wrote between them (all of them are in the topic)"
-    )]
-    Interleaved {
-        /// Where the records landed, in the order given.
-        offsets: Vec<i64>,
-    },
     /// A record was delivered to a partition other than 0.
     #[error("record was delivered to partition {partition}, not 0")]
     WrongPartition {
@@ -209,20 +199,6 @@ mod tests {
                 }
             ),
             "{denied}"
-        );
-    }
-
-    #[test]
-    fn interleaved_records_are_reported_as_written() {
-        let err = delivery_error(
-            "t",
-            KafkaStreamError::Interleaved {
-                offsets: vec![4, 6],
-            },
-        );
-        assert!(
-            err.to_string().contains("all of them are in the topic"),
-            "{err}"
         );
     }
 

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use memstate_core::{Capabilities, Cursor, Stream, StreamError, Subscription};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use tokio::sync::Mutex;
 
 use crate::config::KafkaConfig;
 use crate::cursor;
@@ -31,14 +30,12 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 /// * **Cursors** are partition-0 offsets in decimal (`"0"`, `"1"`, ...),
 ///   compared as numbers.
 /// * **Append** goes through an idempotent producer with `acks=all` and
-///   returns once every in-sync replica has the records. Appends of a single
-///   record (what the engine sends: one frame per record) and of several
-///   records overlap in flight; the records of one call are queued back to
-///   back, so nothing written through this handle (or its clones) lands
-///   between them. Kafka itself cannot
-///   keep *another* producer from writing between two records, so the
-///   offsets are checked afterwards and a split append is reported as an
-///   error (the records are written; see [`crate::KafkaStreamError::Interleaved`]).
+///   returns once every in-sync replica has the record. One record per call
+///   (what the engine sends: one frame per record); appends overlap in
+///   flight. Several records in one call are refused before anything is
+///   sent (`multi_record_append` is not declared): Kafka cannot keep
+///   *another* producer from writing between two records without
+///   transactions.
 /// * **Subscribe** assigns partition 0 to a fresh consumer and seeks: no
 ///   consumer group, no commits. A position before the log's start (records
 ///   deleted by retention) fails as [`StreamError::HistoryTruncated`].
@@ -53,9 +50,6 @@ pub struct KafkaStream {
 struct Inner {
     config: KafkaConfig,
     producer: FutureProducer,
-    /// Taken while an append queues its records, so that the records of one
-    /// call are queued back to back with nothing of this handle's between.
-    enqueue_order: Mutex<()>,
 }
 
 impl fmt::Debug for KafkaStream {
@@ -120,11 +114,7 @@ impl KafkaStream {
         topic::check_retention(&config).await?;
         tracing::debug!(topic = %config.topic, bootstrap = %config.bootstrap_servers, "connected Kafka stream");
         Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                producer,
-                enqueue_order: Mutex::new(()),
-            }),
+            inner: Arc::new(Inner { config, producer }),
         })
     }
 
@@ -257,53 +247,30 @@ impl Stream for KafkaStream {
         Capabilities::new(self.inner.config.max_record_size)
             .with_exact_head(true)
             .with_optimistic_append(false)
+            .with_multi_record_append(false)
     }
 
     async fn append(&self, records: Vec<Bytes>) -> Result<Vec<Cursor>, StreamError> {
-        self.capabilities().check_sizes(&records)?;
-        if records.is_empty() {
+        // Declared: one record per append (`multi_record_append: false`).
+        self.capabilities().check_append(&records)?;
+        let Some(payload) = records.into_iter().next() else {
             return Ok(Vec::new());
-        }
+        };
         let topic = self.inner.config.topic.as_str();
         let deadline = Instant::now() + self.inner.config.delivery_timeout + DELIVERY_GRACE;
-        let mut pending = Vec::with_capacity(records.len());
-        {
-            // Held only while queueing, not while waiting for the broker:
-            // librdkafka keeps the queue order per partition (idempotence
-            // keeps it across retries), so once a call's records are queued
-            // back to back, nothing this handle queues later can land
-            // between them, and appends still overlap in flight.
-            let _queueing = self.inner.enqueue_order.lock().await;
-            for payload in &records {
-                match self.enqueue(payload, deadline).await {
-                    Ok(delivery) => pending.push(delivery),
-                    Err(e) if pending.is_empty() => {
-                        // Nothing of this call left the process.
-                        return Err(StreamError::backend(
-                            BACKEND,
-                            format!("queueing a record for topic {topic:?}"),
-                            KafkaStreamError::from(e),
-                        ));
-                    }
-                    Err(e) => return Err(delivery_error(topic, KafkaStreamError::from(e))),
-                }
-            }
-        }
-        let mut offsets = Vec::with_capacity(pending.len());
-        for delivery in pending {
-            offsets.push(
-                self.delivered(delivery, deadline)
-                    .await
-                    .map_err(|e| delivery_error(topic, e))?,
-            );
-        }
-        if offsets.windows(2).any(|pair| pair[1] != pair[0] + 1) {
-            return Err(delivery_error(
-                topic,
-                KafkaStreamError::Interleaved { offsets },
-            ));
-        }
-        Ok(offsets.into_iter().map(cursor::from_offset).collect())
+        let delivery = self.enqueue(&payload, deadline).await.map_err(|e| {
+            // Nothing of this call left the process.
+            StreamError::backend(
+                BACKEND,
+                format!("queueing a record for topic {topic:?}"),
+                KafkaStreamError::from(e),
+            )
+        })?;
+        let offset = self
+            .delivered(delivery, deadline)
+            .await
+            .map_err(|e| delivery_error(topic, e))?;
+        Ok(vec![cursor::from_offset(offset)])
     }
 
     async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {

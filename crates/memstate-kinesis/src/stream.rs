@@ -201,7 +201,9 @@ impl Stream for KinesisStream {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new(MAX_RECORD_SIZE).with_exact_head(false)
+        Capabilities::new(MAX_RECORD_SIZE)
+            .with_exact_head(false)
+            .with_multi_record_append(false)
     }
 
     /// Writes one record with one `PutRecord` call and returns its sequence
@@ -212,14 +214,10 @@ impl Stream for KinesisStream {
     /// (neither `PutRecords` nor chained `PutRecord` calls are atomic). The
     /// engine appends one frame per call, which packs any number of commands.
     async fn append(&self, records: Vec<Bytes>) -> Result<Vec<Cursor>, StreamError> {
-        self.capabilities().check_sizes(&records)?;
-        let mut records = records.into_iter();
-        let (Some(payload), None) = (records.next(), records.next()) else {
-            return Err(StreamError::Unsupported(
-                "Kinesis appends take exactly one record: several records cannot be kept contiguous \
-                 when other writers append to the same shard (the engine packs commands into one frame per record)"
-                    .into(),
-            ));
+        // Declared: one record per append (`multi_record_append: false`).
+        self.capabilities().check_append(&records)?;
+        let Some(payload) = records.into_iter().next() else {
+            return Ok(Vec::new());
         };
         let sequence = self.put_record(payload).await?;
         Ok(vec![Cursor::new(sequence)])

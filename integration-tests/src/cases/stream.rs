@@ -1,4 +1,5 @@
-//! Cases for the Stream contract itself (design brief §6).
+//! Cases for the Stream contract itself: the numbered rules of
+//! `memstate_core::stream`.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -148,16 +149,13 @@ pub(super) async fn records_of_one_append_land_contiguously(
     backend: Arc<dyn Backend>,
 ) -> CaseResult {
     let f = backend.fresh().await?;
-    let probe = f
-        .stream
-        .append(vec![payload("probe", 0), payload("probe", 1)])
-        .await;
-    if let Err(StreamError::Unsupported(reason)) = probe {
-        return Ok(Outcome::Ignored(format!(
-            "multi-record appends are refused by this adapter: {reason}"
-        )));
+    if !f.stream.capabilities().multi_record_append {
+        return Ok(Outcome::Ignored(
+            "the adapter declares one record per append; \
+             a_multi_record_append_is_refused_unless_declared checks the refusal"
+                .into(),
+        ));
     }
-    probe?;
     let writers = 3;
     let rounds = 10;
     let mut tasks = Vec::new();
@@ -177,8 +175,8 @@ pub(super) async fn records_of_one_append_land_contiguously(
         t.await??;
     }
     let mut sub = f.stream.subscribe(None).await?;
-    let got = take(&mut sub, 2 + writers * rounds * 3, WAIT).await?;
-    let names: Vec<String> = got[2..]
+    let got = take(&mut sub, writers * rounds * 3, WAIT).await?;
+    let names: Vec<String> = got
         .iter()
         .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
         .collect();
@@ -189,6 +187,139 @@ pub(super) async fn records_of_one_append_land_contiguously(
             format!("an append's records were split or reordered: {chunk:?}")
         })?;
     }
+    Ok(Outcome::Passed)
+}
+
+pub(super) async fn a_multi_record_append_is_refused_unless_declared(
+    backend: Arc<dyn Backend>,
+) -> CaseResult {
+    let f = backend.fresh().await?;
+    if f.stream.capabilities().multi_record_append {
+        return Ok(Outcome::Ignored(
+            "the adapter declares multi-record append; \
+             records_of_one_append_land_contiguously checks it"
+                .into(),
+        ));
+    }
+    match f
+        .stream
+        .append(vec![payload("pair", 0), payload("pair", 1)])
+        .await
+    {
+        Err(StreamError::Unsupported(_)) => {}
+        other => {
+            return Err(format!(
+                "an append of two records where one is declared gave {other:?}, \
+                 expected Unsupported"
+            )
+            .into());
+        }
+    }
+    // Refused before any I/O: had the pair been written, it would come
+    // before this record.
+    append_one(f.stream.as_ref(), payload("single", 0)).await?;
+    let got = take(&mut f.stream.subscribe(None).await?, 1, WAIT).await?;
+    ensure(got[0].payload == payload("single", 0), || {
+        format!("the refused records were written: {:?}", got[0].payload)
+    })?;
+    Ok(Outcome::Passed)
+}
+
+pub(super) async fn concurrent_appends_through_one_handle_land_once_each(
+    backend: Arc<dyn Backend>,
+) -> CaseResult {
+    let f = backend.fresh().await?;
+    let count = 60;
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let stream = Arc::clone(&f.stream);
+        tasks.push(tokio::spawn(async move {
+            let cursor = append_one(stream.as_ref(), payload("inflight", i)).await?;
+            Ok::<_, crate::fixture::BoxError>((payload("inflight", i), cursor))
+        }));
+    }
+    let mut appended = std::collections::HashMap::new();
+    for t in tasks {
+        let (p, c) = t.await??;
+        appended.insert(p, c);
+    }
+    let got = take(&mut f.stream.subscribe(None).await?, count, WAIT).await?;
+    let distinct: HashSet<&Bytes> = got.iter().map(|r| &r.payload).collect();
+    ensure(distinct.len() == count, || {
+        format!("{} distinct records of {count}", distinct.len())
+    })?;
+    for r in &got {
+        ensure(appended.get(&r.payload) == Some(&r.cursor), || {
+            format!(
+                "record {:?} was read at {} but its append returned {:?}",
+                r.payload,
+                r.cursor,
+                appended.get(&r.payload)
+            )
+        })?;
+    }
+    Ok(Outcome::Passed)
+}
+
+pub(super) async fn optimistic_append_succeeds_only_at_the_expected_end(
+    backend: Arc<dyn Backend>,
+) -> CaseResult {
+    let f = backend.fresh().await?;
+    if !f.stream.capabilities().optimistic_append {
+        return Ok(Outcome::Ignored(
+            "the adapter declares no optimistic append".into(),
+        ));
+    }
+    let mut first = f
+        .stream
+        .append_expecting(vec![payload("o", 0)], None)
+        .await?;
+    ensure(first.len() == 1, || {
+        format!("one record gave {} cursors", first.len())
+    })?;
+    let first = first.remove(0);
+    match f
+        .stream
+        .append_expecting(vec![payload("lost", 0)], None)
+        .await
+    {
+        Err(StreamError::WrongExpectedPosition { expected, actual }) => {
+            ensure(
+                expected.is_none() && actual.as_ref() == Some(&first),
+                || format!("conflict named expected {expected:?}, actual {actual:?}"),
+            )?;
+        }
+        other => {
+            return Err(format!("expecting an empty stream after an append gave {other:?}").into());
+        }
+    }
+    let second = f
+        .stream
+        .append_expecting(vec![payload("o", 1)], Some(first.clone()))
+        .await?;
+    match f
+        .stream
+        .append_expecting(vec![payload("lost", 1)], Some(first.clone()))
+        .await
+    {
+        Err(StreamError::WrongExpectedPosition { expected, actual }) => {
+            ensure(
+                expected.as_ref() == Some(&first) && actual.as_ref() == second.first(),
+                || format!("conflict named expected {expected:?}, actual {actual:?}"),
+            )?;
+        }
+        other => {
+            return Err(format!("expecting a stale end gave {other:?}").into());
+        }
+    }
+    // The losers wrote nothing: the next record follows the two winners.
+    append_one(f.stream.as_ref(), payload("o", 2)).await?;
+    let got = take(&mut f.stream.subscribe(None).await?, 3, WAIT).await?;
+    let payloads: Vec<Bytes> = got.iter().map(|r| r.payload.clone()).collect();
+    ensure(
+        payloads == vec![payload("o", 0), payload("o", 1), payload("o", 2)],
+        || format!("after two refused optimistic appends the stream holds {payloads:?}"),
+    )?;
     Ok(Outcome::Passed)
 }
 
@@ -304,12 +435,16 @@ pub(super) async fn an_oversized_record_is_refused_before_any_io(
         }
         other => return Err(format!("expected RecordTooLarge, got {other:?}").into()),
     }
-    // A record of exactly the limit is accepted... where the backend allows
-    // the advertised limit; then the stream holds only what was accepted.
-    append_one(f.stream.as_ref(), payload("after", 0)).await?;
+    // The advertised limit is real: a record of exactly that size is stored,
+    // and it is the first record (the refused one was not written).
+    let at_limit = Bytes::from(vec![b'y'; limit]);
+    append_one(f.stream.as_ref(), at_limit.clone()).await?;
     let got = take(&mut f.stream.subscribe(None).await?, 1, WAIT).await?;
-    ensure(got[0].payload == payload("after", 0), || {
-        "the refused record was written".into()
+    ensure(got[0].payload == at_limit, || {
+        format!(
+            "expected the {limit}-byte record first, got {} bytes (the refused record was written?)",
+            got[0].payload.len()
+        )
     })?;
     Ok(Outcome::Passed)
 }

@@ -9,7 +9,7 @@ use testcontainers_modules::testcontainers::ContainerAsync;
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
 
 use super::{Provision, containers, env_var, unique_name};
-use crate::fixture::{Backend, BoxError, Connect, Fixture};
+use crate::fixture::{Backend, BoxError, Cleanup, Connect, Fixture};
 
 /// The variable naming an existing broker.
 pub const BOOTSTRAP_ENV: &str = "MEMSTATE_KAFKA_BOOTSTRAP";
@@ -130,12 +130,22 @@ impl Backend for KafkaBackend {
         let mut config = KafkaConfig::new(self.bootstrap.clone(), topic);
         config.properties.extend(self.properties.clone());
         let stream = KafkaStream::connect(config.clone().with_topic_creation(1)).await?;
+        let cleanup = {
+            let config = config.clone();
+            Cleanup::new(format!("Kafka topic {:?}", config.topic), move || {
+                let config = config.clone();
+                Box::pin(async move {
+                    KafkaStream::delete_topic(&config).await?;
+                    Ok(())
+                })
+            })
+        };
         let connect: Connect = Arc::new(move || {
             let config = config.clone();
             Box::pin(
                 async move { Ok(Arc::new(KafkaStream::connect(config).await?) as Arc<dyn Stream>) },
             )
         });
-        Ok(Fixture::new(Arc::new(stream), connect, ()))
+        Ok(Fixture::new(Arc::new(stream), connect, ()).with_cleanup(cleanup))
     }
 }

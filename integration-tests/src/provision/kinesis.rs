@@ -8,7 +8,7 @@ use testcontainers_modules::testcontainers::runners::AsyncRunner;
 use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
 
 use super::{Provision, containers, env_var, unique_name};
-use crate::fixture::{Backend, BoxError, Connect, Fixture};
+use crate::fixture::{Backend, BoxError, Cleanup, Connect, Fixture};
 
 /// The variable naming an existing Kinesis endpoint (an emulator).
 pub const ENDPOINT_ENV: &str = "MEMSTATE_KINESIS_ENDPOINT";
@@ -94,12 +94,22 @@ impl Backend for KinesisBackend {
         let config =
             KinesisConfig::emulator(self.endpoint.clone(), unique_name("memstate-conformance"));
         let stream = KinesisStream::connect(config.clone()).await?;
+        let cleanup = {
+            let stream = stream.clone();
+            Cleanup::new(
+                format!("Kinesis stream {:?}", stream.stream_name()),
+                move || {
+                    let stream = stream.clone();
+                    Box::pin(async move { Ok(stream.delete().await?) })
+                },
+            )
+        };
         let connect: Connect = Arc::new(move || {
             let config = config.clone().with_create_if_missing(false);
             Box::pin(async move {
                 Ok(Arc::new(KinesisStream::connect(config).await?) as Arc<dyn Stream>)
             })
         });
-        Ok(Fixture::new(Arc::new(stream), connect, ()))
+        Ok(Fixture::new(Arc::new(stream), connect, ()).with_cleanup(cleanup))
     }
 }
