@@ -6,6 +6,7 @@ pub mod engine;
 pub mod envelope;
 pub mod error;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod settings;
 pub mod snapshot;
