@@ -1,4 +1,4 @@
-//! The `memstate` command: demo, inspect, conformance.
+//! The `memstate` command: demo, inspect, conformance, bench, serve.
 
 mod backend;
 mod bank;
@@ -8,6 +8,7 @@ mod bench;
 mod conformance;
 mod demo;
 mod inspect;
+mod serve;
 mod stats;
 mod truncate;
 
@@ -35,6 +36,8 @@ enum Command {
     /// Measure memstate against the raw backends and SQLite (results in target/bench/).
     #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
+    /// Serve the built-in JSON key-value model over HTTP (API, events, metrics, console).
+    Serve(serve::ServeArgs),
     /// Drop file-journal segments before every node's oldest snapshot (opt-in).
     Truncate(truncate::TruncateArgs),
 }
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
             Command::Conformance(args) => conformance::run(args).await,
             #[cfg(feature = "bench")]
             Command::Bench(args) => bench::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Truncate(args) => truncate::run(args).await,
         }
     });

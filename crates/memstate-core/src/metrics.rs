@@ -110,9 +110,7 @@ impl EngineMetrics {
     /// Registers the handles of `node` with the installed recorder.
     pub fn new(node: &NodeId) -> Self {
         let node = node.to_string();
-        let outcome = |o: &'static str| {
-            ::metrics::counter!("memstate_commands_total", "node" => node.clone(), "outcome" => o)
-        };
+        let outcome = |o: &'static str| ::metrics::counter!("memstate_commands_total", "node" => node.clone(), "outcome" => o);
         Self {
             applied: outcome("applied"),
             rejected: outcome("rejected"),
@@ -147,7 +145,8 @@ impl EngineMetrics {
     pub fn observe(&self, stats: &Stats) {
         self.applied_index.set(stats.applied_index as f64);
         self.commands_applied.absolute(stats.commands_applied);
-        self.behind.set(if stats.lag == Lag::Behind { 1.0 } else { 0.0 });
+        self.behind
+            .set(if stats.lag == Lag::Behind { 1.0 } else { 0.0 });
         if let Some(age) = stats.caught_up_age {
             self.caught_up_age.set(age.as_secs_f64());
         }
@@ -165,10 +164,11 @@ impl EngineMetrics {
         self.fenced.absolute(stats.commands_fenced);
         self.bad_records.absolute(stats.bad_records_skipped);
         self.duplicates.absolute(stats.duplicates_dropped);
-        self.halted.set(if matches!(stats.status, Status::Halted(_)) {
-            1.0
-        } else {
-            0.0
-        });
+        self.halted
+            .set(if matches!(stats.status, Status::Halted(_)) {
+                1.0
+            } else {
+                0.0
+            });
     }
 }

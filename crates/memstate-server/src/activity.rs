@@ -146,9 +146,15 @@ mod tests {
         a.tick(9);
         let s = a.seconds();
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].commands, s[0].failures, s[0].applied_index), (100, 1, 7));
+        assert_eq!(
+            (s[0].commands, s[0].failures, s[0].applied_index),
+            (100, 1, 7)
+        );
         assert_eq!((s[0].p50_ms, s[0].p99_ms), (Some(50.0), Some(99.0)));
-        assert_eq!((s[1].commands, s[1].p99_ms, s[1].applied_index), (0, None, 9));
+        assert_eq!(
+            (s[1].commands, s[1].p99_ms, s[1].applied_index),
+            (0, None, 9)
+        );
     }
 
     #[test]

@@ -57,10 +57,9 @@ pub(crate) async fn require_token<M: Hosted>(
                 "this node requires Authorization: Bearer <token>",
             )
             .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
     }

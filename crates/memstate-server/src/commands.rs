@@ -58,9 +58,9 @@ pub(crate) fn command_id(headers: &HeaderMap) -> Result<CommandId, ApiError> {
             "Idempotency-Key must hold 1 to 255 characters",
         ));
     }
-    Ok(CommandId(
-        Uuid::parse_str(key).unwrap_or_else(|_| Uuid::new_v5(&KEY_NAMESPACE, key.as_bytes())),
-    ))
+    Ok(CommandId(Uuid::parse_str(key).unwrap_or_else(|_| {
+        Uuid::new_v5(&KEY_NAMESPACE, key.as_bytes())
+    })))
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
@@ -81,7 +81,8 @@ fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Value::Null);
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("malformed_json", describe_json_error(&e)))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("malformed_json", describe_json_error(&e)))
 }
 
 /// `POST /commands/{name}`: the body is the named variant's content.
@@ -248,13 +249,19 @@ mod tests {
         assert_ne!(a, command_id(&h).ok());
         let uuid = "0b8f9a55-6a48-4a4f-8f57-3f0d2a7f9a01";
         h.insert("idempotency-key", HeaderValue::from_static(uuid));
-        assert_eq!(command_id(&h).ok().map(|c| c.to_string()), Some(uuid.to_owned()));
+        assert_eq!(
+            command_id(&h).ok().map(|c| c.to_string()),
+            Some(uuid.to_owned())
+        );
     }
 
     #[test]
     fn an_empty_key_is_refused() {
         let mut h = HeaderMap::new();
         h.insert("idempotency-key", HeaderValue::from_static(""));
-        assert_eq!(command_id(&h).err().map(|e| e.status()), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            command_id(&h).err().map(|e| e.status()),
+            Some(StatusCode::BAD_REQUEST)
+        );
     }
 }

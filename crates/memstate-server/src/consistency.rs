@@ -102,7 +102,10 @@ mod tests {
     #[test]
     fn bad_levels_are_named() {
         let e = parse_consistency("eventual", None).unwrap_err();
-        assert!(e.contains("\"eventual\"") && e.contains("at_least:<index>"), "{e}");
+        assert!(
+            e.contains("\"eventual\"") && e.contains("at_least:<index>"),
+            "{e}"
+        );
         let e = parse_consistency("at_least:x", None).unwrap_err();
         assert!(e.contains("whole number"), "{e}");
         let e = parse_consistency("bounded:5 parsecs", None).unwrap_err();

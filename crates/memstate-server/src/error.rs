@@ -88,7 +88,11 @@ impl ApiError {
             }
             Error::ShutDown => unavailable("shutting_down", error.to_string()),
             Error::Stream(StreamError::RecordTooLarge { .. }) | Error::CommandTooLarge { .. } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "command_too_large", error.to_string())
+                Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "command_too_large",
+                    error.to_string(),
+                )
             }
             Error::Stream(_) => unavailable(
                 "stream_unavailable",
@@ -146,11 +150,7 @@ impl IntoResponse for ApiError {
 pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match e.classify() {
-        Category::Syntax | Category::Eof => format!(
-            "the body is not valid JSON: {e} (line {}, column {})",
-            e.line(),
-            e.column()
-        ),
+        Category::Syntax | Category::Eof => format!("the body is not valid JSON: {e}"),
         Category::Data => format!("the JSON does not fit: {e}"),
         Category::Io => format!("the body could not be read: {e}"),
     }

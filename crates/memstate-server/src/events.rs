@@ -63,9 +63,10 @@ pub(crate) async fn stream<M: Hosted>(
     Query(params): Query<EventsParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let feed = state.events.as_ref().ok_or_else(|| {
-        ApiError::not_found("events_disabled", "this node serves no events")
-    })?;
+    let feed = state
+        .events
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("events_disabled", "this node serves no events"))?;
     let last_event_id = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -81,27 +82,26 @@ pub(crate) async fn stream<M: Hosted>(
         None => None,
     };
     let after = last_event_id.or(params.after);
-    let events = (feed.0)(after)
-        .scan(false, |ended, item| {
-            if *ended {
-                return futures::future::ready(None);
+    let events = (feed.0)(after).scan(false, |ended, item| {
+        if *ended {
+            return futures::future::ready(None);
+        }
+        let event = match item {
+            Ok(e) => {
+                let event = Event::default().event("event").data(e.json);
+                if e.last_in_command {
+                    event.id(e.index.to_string())
+                } else {
+                    event
+                }
             }
-            let event = match item {
-                Ok(e) => {
-                    let event = Event::default().event("event").data(e.json);
-                    if e.last_in_command {
-                        event.id(e.index.to_string())
-                    } else {
-                        event
-                    }
-                }
-                Err(message) => {
-                    *ended = true;
-                    Event::default().event("error").data(message)
-                }
-            };
-            futures::future::ready(Some(Ok::<_, Infallible>(event)))
-        });
+            Err(message) => {
+                *ended = true;
+                Event::default().event("error").data(message)
+            }
+        };
+        futures::future::ready(Some(Ok::<_, Infallible>(event)))
+    });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

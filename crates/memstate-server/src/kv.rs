@@ -154,7 +154,13 @@ impl KvStore {
     fn set(&mut self, key: String, value: Value, version: u64) -> KvWrite {
         let previous = self
             .entries
-            .insert(key.clone(), Entry { value: value.clone(), version })
+            .insert(
+                key.clone(),
+                Entry {
+                    value: value.clone(),
+                    version,
+                },
+            )
             .map(|e| e.value);
         KvWrite {
             key,
@@ -170,7 +176,11 @@ impl Model for KvStore {
     type Output = KvWrite;
     type Error = KvError;
 
-    fn apply(&mut self, command: KvCommand, ctx: &mut CommandContext<'_>) -> Result<KvWrite, KvError> {
+    fn apply(
+        &mut self,
+        command: KvCommand,
+        ctx: &mut CommandContext<'_>,
+    ) -> Result<KvWrite, KvError> {
         let version = ctx.index();
         match command {
             KvCommand::Put { key, .. }
@@ -220,7 +230,8 @@ impl Model for KvStore {
                         });
                     }
                 };
-                let sum = add(&current, &by).ok_or_else(|| KvError::Overflow { key: key.clone() })?;
+                let sum =
+                    add(&current, &by).ok_or_else(|| KvError::Overflow { key: key.clone() })?;
                 Ok(self.set(key, Value::Number(sum), version))
             }
         }
@@ -314,7 +325,13 @@ mod tests {
         assert_eq!((w.previous, w.version), (None, 1));
         let w = run(&mut kv, 2, put("a", json!(2))).unwrap();
         assert_eq!(w.previous, Some(json!({"x": 1})));
-        assert_eq!(kv.get("a"), Some(&Entry { value: json!(2), version: 2 }));
+        assert_eq!(
+            kv.get("a"),
+            Some(&Entry {
+                value: json!(2),
+                version: 2
+            })
+        );
         let w = run(&mut kv, 3, KvCommand::Delete { key: "a".into() }).unwrap();
         assert_eq!((w.value, w.previous), (None, Some(json!(2))));
         assert_eq!(kv.get("a"), None);
@@ -330,7 +347,13 @@ mod tests {
         };
         run(&mut kv, 1, cas(None, json!("a"))).unwrap();
         let e = run(&mut kv, 2, cas(None, json!("b"))).unwrap_err();
-        assert_eq!(e, KvError::Mismatch { key: "k".into(), current: Some(json!("a")) });
+        assert_eq!(
+            e,
+            KvError::Mismatch {
+                key: "k".into(),
+                current: Some(json!("a"))
+            }
+        );
         let e = run(&mut kv, 3, cas(Some(json!("z")), json!("b"))).unwrap_err();
         assert!(e.to_string().contains("\"a\""), "{e}");
         run(&mut kv, 4, cas(Some(json!("a")), json!("b"))).unwrap();
@@ -340,7 +363,10 @@ mod tests {
     #[test]
     fn increment_keeps_integers_and_refuses_what_is_not_a_number() {
         let mut kv = KvStore::default();
-        let inc = |by: Number| KvCommand::Increment { key: "n".into(), by };
+        let inc = |by: Number| KvCommand::Increment {
+            key: "n".into(),
+            by,
+        };
         run(&mut kv, 1, inc(Number::from(5))).unwrap();
         run(&mut kv, 2, inc(Number::from(-7))).unwrap();
         assert_eq!(kv.get("n").map(|e| &e.value), Some(&json!(-2)));
@@ -352,15 +378,30 @@ mod tests {
             KvError::Overflow { key: "n".into() }
         );
         run(&mut kv, 6, put("s", json!("text"))).unwrap();
-        let e = run(&mut kv, 7, KvCommand::Increment { key: "s".into(), by: one() }).unwrap_err();
+        let e = run(
+            &mut kv,
+            7,
+            KvCommand::Increment {
+                key: "s".into(),
+                by: one(),
+            },
+        )
+        .unwrap_err();
         assert!(matches!(e, KvError::NotANumber { .. }));
-        assert_eq!(kv.get("s").map(|e| e.version), Some(6), "a refused command changes nothing");
+        assert_eq!(
+            kv.get("s").map(|e| e.version),
+            Some(6),
+            "a refused command changes nothing"
+        );
     }
 
     #[test]
     fn list_and_count_by_prefix_in_key_order() {
         let mut kv = KvStore::default();
-        for (i, k) in ["user/b", "user/a", "order/1", "user/c", "userx"].iter().enumerate() {
+        for (i, k) in ["user/b", "user/a", "order/1", "user/c", "userx"]
+            .iter()
+            .enumerate()
+        {
             run(&mut kv, i as u64 + 1, put(k, json!(i))).unwrap();
         }
         let keys: Vec<String> = kv.list("user/", 10).into_iter().map(|(k, _)| k).collect();
@@ -374,15 +415,34 @@ mod tests {
     #[test]
     fn an_empty_key_is_refused() {
         let mut kv = KvStore::default();
-        assert_eq!(run(&mut kv, 1, put("", json!(1))).unwrap_err(), KvError::EmptyKey);
+        assert_eq!(
+            run(&mut kv, 1, put("", json!(1))).unwrap_err(),
+            KvError::EmptyKey
+        );
     }
 
     #[test]
     fn commands_read_as_the_http_api_posts_them() {
-        let c: KvCommand = serde_json::from_value(json!({"compare_and_set": {"key": "k", "value": 1}})).unwrap();
-        assert_eq!(c, KvCommand::CompareAndSet { key: "k".into(), expected: None, value: json!(1) });
+        let c: KvCommand =
+            serde_json::from_value(json!({"compare_and_set": {"key": "k", "value": 1}})).unwrap();
+        assert_eq!(
+            c,
+            KvCommand::CompareAndSet {
+                key: "k".into(),
+                expected: None,
+                value: json!(1)
+            }
+        );
         let c: KvCommand = serde_json::from_value(json!({"increment": {"key": "k"}})).unwrap();
-        assert_eq!(c, KvCommand::Increment { key: "k".into(), by: one() });
-        assert!(serde_json::from_value::<KvCommand>(json!({"put": {"key": "k", "valu": 1}})).is_err());
+        assert_eq!(
+            c,
+            KvCommand::Increment {
+                key: "k".into(),
+                by: one()
+            }
+        );
+        assert!(
+            serde_json::from_value::<KvCommand>(json!({"put": {"key": "k", "valu": 1}})).is_err()
+        );
     }
 }

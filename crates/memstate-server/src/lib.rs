@@ -54,6 +54,7 @@ use memstate_core::{Engine, Model};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 pub use activity::{RecentCommand, Second};
 pub use commands::WriteResponse;
@@ -251,6 +252,12 @@ impl<M: Hosted> Server<M> {
             .merge(protected)
             .fallback(not_found)
             .layer(DefaultBodyLimit::max(self.state.body_limit))
+            // Requests are traced with their headers at TRACE level; the
+            // layer below marks credentials sensitive, so they print redacted.
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(DefaultMakeSpan::new().include_headers(true)),
+            )
             .layer(SetSensitiveRequestHeadersLayer::new([
                 header::AUTHORIZATION,
                 header::COOKIE,
@@ -293,9 +300,6 @@ impl<M: Hosted> Server<M> {
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(
         "not_found",
-        format!(
-            "no route {}; see /openapi.json for the API",
-            uri.path()
-        ),
+        format!("no route {}; see /openapi.json for the API", uri.path()),
     )
 }

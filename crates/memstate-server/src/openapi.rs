@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn,
+};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{
@@ -36,7 +38,11 @@ fn error(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
-fn text_param(name: &str, place: ParameterIn, description: &str) -> utoipa::openapi::path::Parameter {
+fn text_param(
+    name: &str,
+    place: ParameterIn,
+    description: &str,
+) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(place)
@@ -122,27 +128,49 @@ pub(crate) fn build<M: Hosted>(state: &AppState<M>) -> OpenApi {
             "/commands",
             PathItem::new(
                 HttpMethod::Post,
-                command_operation("command".into(), "Execute a command (the whole command as JSON)".into()),
+                command_operation(
+                    "command".into(),
+                    "Execute a command (the whole command as JSON)".into(),
+                ),
             ),
         )
         .path(
             "/status",
-            PathItem::new(HttpMethod::Get, simple("status", "The node's view of itself", Some("NodeStatus"))),
+            PathItem::new(
+                HttpMethod::Get,
+                simple("status", "The node's view of itself", Some("NodeStatus")),
+            ),
         )
-        .path("/healthz", PathItem::new(HttpMethod::Get, simple("healthz", "The process answers", None)))
+        .path(
+            "/healthz",
+            PathItem::new(
+                HttpMethod::Get,
+                simple("healthz", "The process answers", None),
+            ),
+        )
         .path(
             "/readyz",
-            PathItem::new(HttpMethod::Get, simple("readyz", "Running, caught up, not halted (else 503)", None)),
+            PathItem::new(
+                HttpMethod::Get,
+                simple("readyz", "Running, caught up, not halted (else 503)", None),
+            ),
         )
         .path(
             "/metrics",
-            PathItem::new(HttpMethod::Get, simple("metrics", "Prometheus text format", None)),
+            PathItem::new(
+                HttpMethod::Get,
+                simple("metrics", "Prometheus text format", None),
+            ),
         )
         .path(
             "/events",
             PathItem::new(
                 HttpMethod::Get,
-                simple("events", "Server-Sent Events; resumable with Last-Event-ID (an applied index)", None),
+                simple(
+                    "events",
+                    "Server-Sent Events; resumable with Last-Event-ID (an applied index)",
+                    None,
+                ),
             ),
         );
     for name in state.command_names.iter().flatten() {
@@ -150,12 +178,18 @@ pub(crate) fn build<M: Hosted>(state: &AppState<M>) -> OpenApi {
             format!("/commands/{name}"),
             PathItem::new(
                 HttpMethod::Post,
-                command_operation(format!("command_{name}"), format!("Execute {name} (the body is its content)")),
+                command_operation(
+                    format!("command_{name}"),
+                    format!("Execute {name} (the body is its content)"),
+                ),
             ),
         );
     }
     for name in state.queries.keys() {
-        paths = paths.path(format!("/queries/{name}"), PathItem::new(HttpMethod::Get, query_operation(name)));
+        paths = paths.path(
+            format!("/queries/{name}"),
+            PathItem::new(HttpMethod::Get, query_operation(name)),
+        );
     }
     OpenApiBuilder::new()
         .info(

@@ -6,8 +6,8 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::PrometheusBuilder;
+pub use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{ApiError, AppState, Hosted};
 
@@ -52,7 +52,10 @@ pub(crate) async fn render<M: Hosted>(
     })?;
     handle.run_upkeep();
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         handle.render(),
     )
         .into_response())

@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use crate::{ApiError, AppState, Hosted, LAST_WRITE_HEADER, parse_consistency};
 
 /// A query, ready to run over the model: its parameters are already parsed.
-pub(crate) type Prepared<M> = Box<dyn FnOnce(&M) -> Result<serde_json::Value, serde_json::Error> + Send>;
+pub(crate) type Prepared<M> =
+    Box<dyn FnOnce(&M) -> Result<serde_json::Value, serde_json::Error> + Send>;
 /// A registered query: parses the URL's parameters, or says what is wrong with them.
 pub(crate) type QueryFn<M> = Arc<dyn Fn(&str) -> Result<Prepared<M>, String> + Send + Sync>;
 
@@ -55,12 +56,15 @@ fn last_write(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     headers
         .get(LAST_WRITE_HEADER)
         .map(|v| {
-            v.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
-                ApiError::bad_request(
-                    "bad_last_write",
-                    "Memstate-Last-Write must be an applied index (a whole number)",
-                )
-            })
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "bad_last_write",
+                        "Memstate-Last-Write must be an applied index (a whole number)",
+                    )
+                })
         })
         .transpose()
 }
@@ -116,8 +120,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_query_without_parameters_takes_unit() {
+        let q: QueryFn<crate::kv::KvStore> = erase(|kv: &crate::kv::KvStore, (): ()| kv.count(""));
+        let prepared = q("").map_err(|e| e.to_string()).unwrap();
+        assert_eq!(
+            prepared(&crate::kv::KvStore::default()).unwrap(),
+            serde_json::json!(0)
+        );
+    }
+
+    #[test]
     fn consistency_is_taken_out_of_the_parameters() {
-        let (c, rest) = split_params(Some("key=a%20b&consistency=at_least%3A3&n=2")).unwrap_or_default();
+        let (c, rest) =
+            split_params(Some("key=a%20b&consistency=at_least%3A3&n=2")).unwrap_or_default();
         assert_eq!(c.as_deref(), Some("at_least:3"));
         assert_eq!(rest, "key=a+b&n=2");
     }

@@ -72,7 +72,9 @@ impl TlsConfig {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TlsError::Pem(format!("the certificate PEM is not readable: {e}")))?;
         if certs.is_empty() {
-            return Err(TlsError::Pem("the certificate PEM holds no certificate".into()));
+            return Err(TlsError::Pem(
+                "the certificate PEM holds no certificate".into(),
+            ));
         }
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| TlsError::Pem(format!("the key PEM holds no usable private key: {e}")))?;

@@ -1,16 +1,17 @@
 //! The HTTP API against an engine on an in-memory stream, request by request.
 
+// Helpers outside #[test] functions: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use failing::FailingStream;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
-use memstate_core::{
-    BadRecordPolicy, EngineBuilder, MemoryStream, Settings, Stream,
-};
+use failing::FailingStream;
+use memstate_core::{BadRecordPolicy, EngineBuilder, MemoryStream, Settings, Stream};
 use memstate_server::kv::{self, KvStore};
 use memstate_server::{EventFeed, FeedEvent, ServerBuilder};
 use serde_json::{Value, json};
@@ -44,25 +45,37 @@ mod failing {
             }
             self.inner.append(records).await
         }
-        async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {
+        async fn subscribe(
+            &self,
+            after: Option<Cursor>,
+        ) -> Result<Box<dyn Subscription>, StreamError> {
             self.inner.subscribe(after).await
         }
         async fn head(&self) -> Result<Option<Cursor>, StreamError> {
             self.inner.head().await
         }
-        fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<std::cmp::Ordering, StreamError> {
+        fn compare_cursors(
+            &self,
+            a: &Cursor,
+            b: &Cursor,
+        ) -> Result<std::cmp::Ordering, StreamError> {
             self.inner.compare_cursors(a, b)
         }
     }
 }
 
-async fn kv_server(stream: impl Stream, configure: impl FnOnce(ServerBuilder<KvStore>) -> ServerBuilder<KvStore>) -> Router {
+async fn kv_server(
+    stream: impl Stream,
+    configure: impl FnOnce(ServerBuilder<KvStore>) -> ServerBuilder<KvStore>,
+) -> Router {
     let engine = EngineBuilder::new(KvStore::default(), stream)
         .execute_timeout(Duration::from_secs(10))
         .start()
         .await
         .unwrap();
-    configure(kv::queries(ServerBuilder::new(engine))).build().router()
+    configure(kv::queries(ServerBuilder::new(engine)))
+        .build()
+        .router()
 }
 
 struct Answer {
@@ -75,9 +88,16 @@ async fn call(router: &Router, request: Request<Body>) -> Answer {
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    Answer { status, headers, body }
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn post(path: &str, body: impl Into<String>) -> Request<Body> {
@@ -101,34 +121,71 @@ fn get(path: &str) -> Request<Body> {
 #[tokio::test]
 async fn a_write_carries_its_index_and_a_read_at_that_index_sees_it() {
     let router = kv_server(MemoryStream::new(), |b| b).await;
-    let a = call(&router, post("/commands/put", json!({"key": "a", "value": {"n": 1}}).to_string())).await;
+    let a = call(
+        &router,
+        post(
+            "/commands/put",
+            json!({"key": "a", "value": {"n": 1}}).to_string(),
+        ),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     let index = a.body["index"].as_u64().unwrap();
     assert!(index > 0);
-    assert_eq!(a.headers["memstate-index"].to_str().unwrap(), index.to_string());
+    assert_eq!(
+        a.headers["memstate-index"].to_str().unwrap(),
+        index.to_string()
+    );
     assert_eq!(a.body["output"]["value"], json!({"n": 1}));
     assert_eq!(a.body["already_applied"], json!(false));
 
-    let r = call(&router, get(&format!("/queries/get?key=a&consistency=at_least:{index}"))).await;
+    let r = call(
+        &router,
+        get(&format!("/queries/get?key=a&consistency=at_least:{index}")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, json!({"value": {"n": 1}, "version": index}));
 
     let mut req = get("/queries/count?consistency=read_your_writes");
-    req.headers_mut().insert("memstate-last-write", index.into());
+    req.headers_mut()
+        .insert("memstate-last-write", index.into());
     assert_eq!(call(&router, req).await.body, json!(1));
-    let r = call(&router, get("/queries/list?prefix=a&consistency=linearizable")).await;
-    assert_eq!(r.body, json!([{"key": "a", "value": {"n": 1}, "version": index}]));
-    let r = call(&router, get("/queries/get?key=missing&consistency=bounded:5s")).await;
+    let r = call(
+        &router,
+        get("/queries/list?prefix=a&consistency=linearizable"),
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!([{"key": "a", "value": {"n": 1}, "version": index}])
+    );
+    let r = call(
+        &router,
+        get("/queries/get?key=missing&consistency=bounded:5s"),
+    )
+    .await;
     assert_eq!((r.status, r.body), (StatusCode::OK, Value::Null));
 }
 
 #[tokio::test]
 async fn the_whole_command_may_be_posted() {
     let router = kv_server(MemoryStream::new(), |b| b).await;
-    let a = call(&router, post("/commands", json!({"increment": {"key": "n", "by": 4}}).to_string())).await;
+    let a = call(
+        &router,
+        post(
+            "/commands",
+            json!({"increment": {"key": "n", "by": 4}}).to_string(),
+        ),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(a.body["output"]["value"], json!(4));
-    let a = call(&router, post("/commands", json!({"explode": {}}).to_string())).await;
+    let a = call(
+        &router,
+        post("/commands", json!({"explode": {}}).to_string()),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
     assert_eq!(a.body["error"], "unknown_command");
 }
@@ -137,50 +194,110 @@ async fn the_whole_command_may_be_posted() {
 async fn a_retried_request_is_applied_once() {
     let router = kv_server(MemoryStream::new(), |b| b).await;
     let body = json!({"key": "hits", "by": 1});
-    let first = call(&router, post_with_key("/commands/increment", "retry-1", body.clone())).await;
+    let first = call(
+        &router,
+        post_with_key("/commands/increment", "retry-1", body.clone()),
+    )
+    .await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
-    let second = call(&router, post_with_key("/commands/increment", "retry-1", body.clone())).await;
+    let second = call(
+        &router,
+        post_with_key("/commands/increment", "retry-1", body.clone()),
+    )
+    .await;
     assert_eq!(second.status, StatusCode::OK, "{}", second.body);
     assert_eq!(second.body["already_applied"], json!(true));
     assert_eq!(second.body["index"], first.body["index"]);
     assert_eq!(second.body["command_id"], first.body["command_id"]);
-    let other = call(&router, post_with_key("/commands/increment", "retry-2", body)).await;
+    let other = call(
+        &router,
+        post_with_key("/commands/increment", "retry-2", body),
+    )
+    .await;
     assert_eq!(other.body["output"]["value"], json!(2));
-    let r = call(&router, get("/queries/get?key=hits&consistency=read_your_writes")).await;
-    assert_eq!(r.body["value"], json!(2), "two keys, two increments: the retry was not applied");
+    let r = call(
+        &router,
+        get("/queries/get?key=hits&consistency=read_your_writes"),
+    )
+    .await;
+    assert_eq!(
+        r.body["value"],
+        json!(2),
+        "two keys, two increments: the retry was not applied"
+    );
 }
 
 #[tokio::test]
 async fn bad_input_gets_a_status_that_names_the_problem() {
     let router = kv_server(MemoryStream::new(), |b| b.body_limit(256)).await;
 
-    let a = call(&router, post("/commands/put", "{\"key\": \"a\", \"value\": ")).await;
+    let a = call(
+        &router,
+        post("/commands/put", "{\"key\": \"a\", \"value\": "),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.body["error"], "malformed_json");
-    assert!(a.body["message"].as_str().unwrap().contains("line 1"), "{}", a.body);
+    assert!(
+        a.body["message"].as_str().unwrap().contains("line 1"),
+        "{}",
+        a.body
+    );
 
-    let a = call(&router, post("/commands/put", json!({"key": "a"}).to_string())).await;
+    let a = call(
+        &router,
+        post("/commands/put", json!({"key": "a"}).to_string()),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.body["message"].as_str().unwrap().contains("missing field `value`"), "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `value`"),
+        "{}",
+        a.body
+    );
 
     let a = call(&router, post("/commands/explode", "{}")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    assert!(a.body["message"].as_str().unwrap().contains("compare_and_set"), "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("compare_and_set"),
+        "{}",
+        a.body
+    );
 
     let a = call(&router, get("/queries/nothing")).await;
-    assert_eq!((a.status, a.body["error"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_query")));
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_query"))
+    );
 
     let a = call(&router, get("/queries/get?key=a&consistency=eventual")).await;
-    assert_eq!((a.status, a.body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_consistency")));
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_consistency"))
+    );
 
     let a = call(&router, get("/queries/get")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.body["message"].as_str().unwrap().contains("key"), "{}", a.body);
+    assert!(
+        a.body["message"].as_str().unwrap().contains("key"),
+        "{}",
+        a.body
+    );
 
     let big = json!({"key": "a", "value": "x".repeat(300)}).to_string();
     let a = call(&router, post("/commands/put", big)).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(a.body["message"].as_str().unwrap().contains("256 bytes"), "{}", a.body);
+    assert!(
+        a.body["message"].as_str().unwrap().contains("256 bytes"),
+        "{}",
+        a.body
+    );
 
     let a = call(&router, get("/no/such/route")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
@@ -193,12 +310,30 @@ async fn bad_input_gets_a_status_that_names_the_problem() {
 #[tokio::test]
 async fn a_rejected_command_answers_409_with_its_index_and_changes_nothing() {
     let router = kv_server(MemoryStream::new(), |b| b).await;
-    call(&router, post("/commands/put", json!({"key": "k", "value": 1}).to_string())).await;
-    let a = call(&router, post("/commands/compare_and_set", json!({"key": "k", "expected": 2, "value": 3}).to_string())).await;
+    call(
+        &router,
+        post("/commands/put", json!({"key": "k", "value": 1}).to_string()),
+    )
+    .await;
+    let a = call(
+        &router,
+        post(
+            "/commands/compare_and_set",
+            json!({"key": "k", "expected": 2, "value": 3}).to_string(),
+        ),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::CONFLICT);
     assert_eq!(a.body["error"], "rejected");
     assert!(a.body["index"].as_u64().is_some());
-    assert!(a.body["message"].as_str().unwrap().contains("not the expected value"), "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not the expected value"),
+        "{}",
+        a.body
+    );
     let r = call(&router, get("/queries/get?key=k&consistency=linearizable")).await;
     assert_eq!(r.body["value"], json!(1));
 }
@@ -206,16 +341,34 @@ async fn a_rejected_command_answers_409_with_its_index_and_changes_nothing() {
 #[tokio::test]
 async fn an_unreachable_stream_is_503_with_retry_after_and_the_retry_applies_once() {
     let down = Arc::new(AtomicBool::new(false));
-    let stream = FailingStream { inner: MemoryStream::new(), down: Arc::clone(&down) };
+    let stream = FailingStream {
+        inner: MemoryStream::new(),
+        down: Arc::clone(&down),
+    };
     let router = kv_server(stream, |b| b).await;
     down.store(true, Ordering::SeqCst);
     let body = json!({"key": "n"});
-    let a = call(&router, post_with_key("/commands/increment", "k-1", body.clone())).await;
+    let a = call(
+        &router,
+        post_with_key("/commands/increment", "k-1", body.clone()),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
     assert_eq!(a.headers[header::RETRY_AFTER], "1");
-    assert!(a.body["message"].as_str().unwrap().contains("Idempotency-Key"), "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{}",
+        a.body
+    );
     down.store(false, Ordering::SeqCst);
-    let a = call(&router, post_with_key("/commands/increment", "k-1", body.clone())).await;
+    let a = call(
+        &router,
+        post_with_key("/commands/increment", "k-1", body.clone()),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     let a = call(&router, post_with_key("/commands/increment", "k-1", body)).await;
     assert_eq!(a.body["already_applied"], json!(true));
@@ -237,9 +390,14 @@ async fn a_halted_node_answers_with_its_reason() {
         .start()
         .await
         .unwrap();
-    let router = kv::queries(ServerBuilder::new(engine.clone())).build().router();
+    let router = kv::queries(ServerBuilder::new(engine.clone()))
+        .build()
+        .router();
     assert_eq!(call(&router, get("/readyz")).await.status, StatusCode::OK);
-    stream.append(vec![bytes::Bytes::from_static(b"not a frame")]).await.unwrap();
+    stream
+        .append(vec![bytes::Bytes::from_static(b"not a frame")])
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(30), async {
         while !matches!(engine.status(), memstate_core::Status::Halted(_)) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -255,11 +413,23 @@ async fn a_halted_node_answers_with_its_reason() {
         let a = call(&router, request).await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
         assert_eq!(a.body["error"], "halted");
-        assert!(a.body["halt_reason"].as_str().unwrap().contains("not a memstate frame"), "{}", a.body);
+        assert!(
+            a.body["halt_reason"]
+                .as_str()
+                .unwrap()
+                .contains("not a memstate frame"),
+            "{}",
+            a.body
+        );
     }
     let s = call(&router, get("/status")).await;
     assert_eq!(s.body["status"], "halted");
-    assert!(s.body["halt_reason"].as_str().unwrap().contains("policy is to halt"));
+    assert!(
+        s.body["halt_reason"]
+            .as_str()
+            .unwrap()
+            .contains("policy is to halt")
+    );
     assert_eq!(call(&router, get("/healthz")).await.status, StatusCode::OK);
 }
 
@@ -270,15 +440,22 @@ async fn a_bearer_token_guards_everything_but_health_and_the_page() {
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert_eq!(a.headers[header::WWW_AUTHENTICATE], "Bearer");
     let mut wrong = get("/status");
-    wrong.headers_mut().insert(header::AUTHORIZATION, "Bearer s3cres".parse().unwrap());
+    wrong
+        .headers_mut()
+        .insert(header::AUTHORIZATION, "Bearer s3cres".parse().unwrap());
     assert_eq!(call(&router, wrong).await.status, StatusCode::UNAUTHORIZED);
     let mut right = post("/commands/put", json!({"key": "a", "value": 1}).to_string());
-    right.headers_mut().insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+    right
+        .headers_mut()
+        .insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
     assert_eq!(call(&router, right).await.status, StatusCode::OK);
     assert_eq!(call(&router, get("/healthz")).await.status, StatusCode::OK);
     assert_eq!(call(&router, get("/readyz")).await.status, StatusCode::OK);
     assert_eq!(call(&router, get("/")).await.status, StatusCode::OK);
-    assert_eq!(call(&router, get("/openapi.json")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&router, get("/openapi.json")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -286,18 +463,35 @@ async fn the_openapi_document_names_every_command_and_query() {
     let router = kv_server(MemoryStream::new(), |b| b).await;
     let doc = call(&router, get("/openapi.json")).await.body;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/commands/put", "/commands/delete", "/commands/compare_and_set", "/commands/increment", "/queries/get", "/queries/list", "/queries/count", "/status", "/events"] {
+    for path in [
+        "/commands/put",
+        "/commands/delete",
+        "/commands/compare_and_set",
+        "/commands/increment",
+        "/queries/get",
+        "/queries/list",
+        "/queries/count",
+        "/status",
+        "/events",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
     let write = &doc["components"]["schemas"]["WriteResponse"]["properties"];
-    assert!(write["index"].is_object() && write["already_applied"].is_object(), "{write}");
+    assert!(
+        write["index"].is_object() && write["already_applied"].is_object(),
+        "{write}"
+    );
     assert!(doc["components"]["schemas"]["NodeStatus"]["properties"]["applied_index"].is_object());
 }
 
 #[tokio::test]
 async fn status_reports_the_node_and_the_commands_it_served() {
     let router = kv_server(MemoryStream::new(), |b| b).await;
-    let a = call(&router, post("/commands/put", json!({"key": "a", "value": 1}).to_string())).await;
+    let a = call(
+        &router,
+        post("/commands/put", json!({"key": "a", "value": 1}).to_string()),
+    )
+    .await;
     let s = call(&router, get("/status")).await.body;
     assert_eq!(s["status"], "running");
     assert_eq!(s["applied_index"], a.body["index"]);
@@ -310,17 +504,41 @@ async fn status_reports_the_node_and_the_commands_it_served() {
 
 fn test_feed() -> EventFeed {
     // Commands 3, 4 and 5 emitted events; command 4 emitted two.
-    let all = vec![
-        FeedEvent { index: 3, last_in_command: true, json: "{\"e\":\"a\"}".into() },
-        FeedEvent { index: 4, last_in_command: false, json: "{\"e\":\"b1\"}".into() },
-        FeedEvent { index: 4, last_in_command: true, json: "{\"e\":\"b2\"}".into() },
-        FeedEvent { index: 5, last_in_command: true, json: "{\"e\":\"c\"}".into() },
+    let all = [
+        FeedEvent {
+            index: 3,
+            last_in_command: true,
+            json: "{\"e\":\"a\"}".into(),
+        },
+        FeedEvent {
+            index: 4,
+            last_in_command: false,
+            json: "{\"e\":\"b1\"}".into(),
+        },
+        FeedEvent {
+            index: 4,
+            last_in_command: true,
+            json: "{\"e\":\"b2\"}".into(),
+        },
+        FeedEvent {
+            index: 5,
+            last_in_command: true,
+            json: "{\"e\":\"c\"}".into(),
+        },
     ];
     EventFeed::new(move |after| {
         if after == Some(1) {
-            return futures::stream::iter(vec![Err("events after index 1 are no longer retained (gap)".to_string())]).boxed();
+            return futures::stream::iter(vec![Err(
+                "events after index 1 are no longer retained (gap)".to_string(),
+            )])
+            .boxed();
         }
-        let items: Vec<_> = all.iter().filter(|e| after.is_none_or(|a| e.index > a)).cloned().map(Ok).collect();
+        let items: Vec<_> = all
+            .iter()
+            .filter(|e| after.is_none_or(|a| e.index > a))
+            .cloned()
+            .map(Ok)
+            .collect();
         futures::stream::iter(items).boxed()
     })
 }
@@ -339,20 +557,47 @@ async fn events_resume_after_last_event_id_and_ids_mark_whole_commands() {
         "event: event\ndata: {\"e\":\"a\"}\nid: 3\n\nevent: event\ndata: {\"e\":\"b1\"}\n\nevent: event\ndata: {\"e\":\"b2\"}\nid: 4\n\nevent: event\ndata: {\"e\":\"c\"}\nid: 5\n\n"
     );
     let mut resume = get("/events");
-    resume.headers_mut().insert("last-event-id", "4".parse().unwrap());
-    let text = call(&router, resume).await.body.as_str().unwrap().to_owned();
+    resume
+        .headers_mut()
+        .insert("last-event-id", "4".parse().unwrap());
+    let text = call(&router, resume)
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(text, "event: event\ndata: {\"e\":\"c\"}\nid: 5\n\n");
-    let text = call(&router, get("/events?after=3")).await.body.as_str().unwrap().to_owned();
-    assert!(text.starts_with("event: event\ndata: {\"e\":\"b1\"}"), "{text}");
-    let text = call(&router, get("/events?after=1")).await.body.as_str().unwrap().to_owned();
-    assert!(text.starts_with("event: error\ndata: events after index 1"), "{text}");
+    let text = call(&router, get("/events?after=3"))
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.starts_with("event: event\ndata: {\"e\":\"b1\"}"),
+        "{text}"
+    );
+    let text = call(&router, get("/events?after=1"))
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.starts_with("event: error\ndata: events after index 1"),
+        "{text}"
+    );
     let mut bad = get("/events");
-    bad.headers_mut().insert("last-event-id", "x".parse().unwrap());
+    bad.headers_mut()
+        .insert("last-event-id", "x".parse().unwrap());
     assert_eq!(call(&router, bad).await.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn without_a_feed_events_are_404() {
     let router = kv_server(MemoryStream::new(), |b| b).await;
-    assert_eq!(call(&router, get("/events")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&router, get("/events")).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
