@@ -124,6 +124,8 @@ check(as_json(body) is None, "nothing of the refused requests was applied", body
 # Operations endpoints.
 status, headers, body = call("GET", A + "/metrics")
 check(status == 200 and headers.get("content-type", "").startswith("text/plain"), "/metrics is Prometheus text", headers)
+check('memstate_commands_total{node="node-a",outcome="applied"}' in body, "/metrics counts A's commands", body[:300])
+check('memstate_command_latency_seconds_bucket{node="node-a"' in body, "/metrics has A's latency histogram", body[:300])
 status, _, body = call("GET", A + "/openapi.json")
 doc = as_json(body)
 check(status == 200 and "/commands/put" in doc["paths"] and "/queries/list" in doc["paths"], "/openapi.json names commands and queries")

@@ -601,3 +601,77 @@ async fn without_a_feed_events_are_404() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn metrics_show_what_the_engine_recorded() {
+    let handle = memstate_server::install_prometheus().unwrap();
+    let engine = EngineBuilder::new(KvStore::default(), MemoryStream::new())
+        .node_id("metrics-node")
+        .start()
+        .await
+        .unwrap();
+    let router = kv::queries(ServerBuilder::new(engine))
+        .prometheus(handle)
+        .build()
+        .router();
+    let mut last = 0;
+    for i in 0..3 {
+        let a = call(
+            &router,
+            post(
+                "/commands/put",
+                json!({"key": format!("k{i}"), "value": i}).to_string(),
+            ),
+        )
+        .await;
+        last = a.body["index"].as_u64().unwrap();
+    }
+    let a = call(
+        &router,
+        post(
+            "/commands/compare_and_set",
+            json!({"key": "k0", "value": 9}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    let rejected_at = a.body["index"].as_u64().unwrap();
+    assert!(rejected_at > last);
+
+    let applied_line = format!("memstate_applied_index{{node=\"metrics-node\"}} {rejected_at}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let m = call(&router, get("/metrics")).await;
+        assert_eq!(m.status, StatusCode::OK);
+        assert!(
+            m.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let text = m.body.as_str().unwrap().to_owned();
+        // The gauges are refreshed once a second by the engine.
+        if text.contains(&applied_line) {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {applied_line} in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for expected in [
+        "memstate_commands_total{node=\"metrics-node\",outcome=\"applied\"} 3",
+        "memstate_commands_total{node=\"metrics-node\",outcome=\"rejected\"} 1",
+        "memstate_command_latency_seconds_count{node=\"metrics-node\"} 4",
+        "memstate_command_latency_seconds_bucket{node=\"metrics-node\",le=\"10\"} 4",
+        "memstate_commands_applied_total{node=\"metrics-node\"} 4",
+        "memstate_leader_epoch{node=\"metrics-node\"} 0",
+        "memstate_halted{node=\"metrics-node\"} 0",
+        "memstate_commands_fenced_total{node=\"metrics-node\"} 0",
+        "memstate_bad_records_skipped_total{node=\"metrics-node\"} 0",
+        "# HELP memstate_command_latency_seconds",
+    ] {
+        assert!(text.contains(expected), "no {expected} in:\n{text}");
+    }
+}

@@ -229,9 +229,11 @@ impl<M: Model> EngineBuilder<M> {
             after: startup_timeout,
         })??;
         let (queue_tx, queue_rx) = mpsc::channel(self.config.queue_capacity);
+        let node_id = self.node_id.unwrap_or_else(NodeId::random);
         let node = Arc::new(Node {
+            metrics: crate::metrics::EngineMetrics::new(&node_id),
             info: NodeInfo {
-                node_id: self.node_id.unwrap_or_else(NodeId::random),
+                node_id,
                 stream: self.stream,
                 settings: self.settings,
                 config: self.config,
@@ -284,6 +286,11 @@ impl<M: Model> EngineBuilder<M> {
             let driver = tokio::spawn(leadership::drive(Arc::clone(&engine.node), config));
             engine.node.tasks.lock().push(driver);
         }
+        let recorder = tokio::spawn(super::record_metrics(
+            Arc::downgrade(&engine.node),
+            engine.node.submitter.shutdown.subscribe(),
+        ));
+        engine.node.tasks.lock().push(recorder);
         tracing::info!(node = %engine.node.info.node_id, stream = %engine.node.info.stream.describe(), applied_index = engine.node.applied.progress.borrow().applied_index, "engine started");
         Ok(engine)
     }

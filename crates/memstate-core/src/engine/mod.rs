@@ -72,6 +72,8 @@ use crate::stream::Stream;
 /// (`leadership.rs`) this node's view of the leader; [`Snapshots`]
 /// (`snapshots.rs`) store, policy and bookkeeping.
 struct Node<M: Model> {
+    /// The figures this node records through the `metrics` facade.
+    metrics: crate::metrics::EngineMetrics,
     info: NodeInfo,
     submitter: Submitter<M>,
     applied: Applied<M>,
@@ -168,7 +170,10 @@ impl<M: Model> Engine<M> {
         id: CommandId,
         command: M::Command,
     ) -> Result<Executed<M::Output>, ExecuteError<M::Error>> {
-        self.node.execute(id, command).await
+        let started = std::time::Instant::now();
+        let result = self.node.execute(id, command).await;
+        self.node.metrics.executed(started.elapsed(), &result);
+        result
     }
 
     /// Runs `f` over the model once the consistency level is met.
@@ -334,5 +339,26 @@ impl<M: Model> Session<M> {
 
     fn remember(&self, index: u64) {
         self.last_write.fetch_max(index, AtomicOrdering::AcqRel);
+    }
+}
+
+/// Sets the node's gauges from its stats once a second (lag and snapshot age
+/// change with time alone), and a last time when the node shuts down.
+async fn record_metrics<M: Model>(
+    node: std::sync::Weak<Node<M>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = tick.tick() => {}
+        }
+        let Some(node) = node.upgrade() else { return };
+        node.metrics.observe(&node.stats());
+        if *shutdown.borrow() {
+            return;
+        }
     }
 }
