@@ -26,6 +26,11 @@ test:
 test-unit:
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	@# examples/ builds in every run (--all-targets above); the file-journal ones also run.
+	$(CARGO) build --workspace --examples
+	$(CARGO) run -q -p memstate-examples --example quickstart
+	$(CARGO) run -q -p memstate-examples --example failover
+	@if [ -n "$$MEMSTATE_KAFKA_BOOTSTRAP" ]; then set -x; $(CARGO) run -q -p memstate-examples --example kafka_cluster; fi
 	@# Each adapter's own server tests are #[ignore]d unless its endpoint is named.
 	@if [ -n "$$MEMSTATE_KAFKA_BOOTSTRAP" ]; then set -x; $(CARGO) test -p memstate-kafka -- --ignored; fi
 	@if [ -n "$$MEMSTATE_KINESIS_ENDPOINT" ]; then set -x; $(CARGO) test -p memstate-kinesis -- --ignored; fi

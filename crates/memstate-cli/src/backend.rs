@@ -33,15 +33,10 @@ pub enum BackendKind {
     Eventstore,
 }
 
-/// Where the stream lives.
-#[derive(Debug, Clone, Args)]
-pub struct BackendArgs {
-    /// Which backend to run on.
-    #[arg(long, value_enum, default_value = "file")]
-    pub backend: BackendKind,
-    /// File journal directory (default: a fresh temporary directory).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+/// Where each networked backend answers: the options every command that
+/// reaches a server shares (`demo`, `conformance`, `bench`), declared once.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EndpointArgs {
     /// Kafka bootstrap servers.
     #[arg(long, value_name = "HOST:PORT", env = "MEMSTATE_KAFKA_BOOTSTRAP")]
     pub bootstrap: Option<String>,
@@ -51,6 +46,39 @@ pub struct BackendArgs {
     /// EventStoreDB / KurrentDB connection string (esdb:// or kurrentdb://).
     #[arg(long, value_name = "URL", env = "MEMSTATE_EVENTSTORE_URL")]
     pub url: Option<String>,
+}
+
+#[cfg_attr(not(feature = "backends"), allow(dead_code))]
+impl EndpointArgs {
+    /// The value of an option, when given and not blank.
+    pub fn given(value: &Option<String>) -> Option<&str> {
+        value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    /// The value of an option the chosen backend needs.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Backend`] naming the option (`what`) when it is missing.
+    pub fn needed(value: &Option<String>, what: &str) -> Result<String, CliError> {
+        Self::given(value)
+            .map(str::to_owned)
+            .ok_or_else(|| CliError::Backend(format!("this backend needs {what}")))
+    }
+}
+
+/// Where the stream lives.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// Which backend to run on.
+    #[arg(long, value_enum, default_value = "file")]
+    pub backend: BackendKind,
+    /// File journal directory (default: a fresh temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Where the servers answer.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
     /// Topic / stream name (default: a fresh unique name, created for the run).
     #[arg(long, value_name = "NAME")]
     pub stream_name: Option<String>,
@@ -154,12 +182,10 @@ impl BackendArgs {
             }),
             #[cfg(feature = "backends")]
             BackendKind::Kafka => {
-                let bootstrap = self.bootstrap.clone().ok_or_else(|| {
-                    CliError::Backend(
-                        "--backend kafka needs --bootstrap HOST:PORT (or MEMSTATE_KAFKA_BOOTSTRAP)"
-                            .into(),
-                    )
-                })?;
+                let bootstrap = EndpointArgs::needed(
+                    &self.endpoints.bootstrap,
+                    "--bootstrap HOST:PORT (or MEMSTATE_KAFKA_BOOTSTRAP)",
+                )?;
                 let topic = self
                     .stream_name
                     .clone()
@@ -180,8 +206,8 @@ impl BackendArgs {
                     .stream_name
                     .clone()
                     .unwrap_or_else(|| unique("memstate-demo"));
-                let config = match &self.endpoint {
-                    Some(endpoint) => KinesisConfig::emulator(endpoint.clone(), name.clone()),
+                let config = match EndpointArgs::given(&self.endpoints.endpoint) {
+                    Some(endpoint) => KinesisConfig::emulator(endpoint, name.clone()),
                     None => KinesisConfig::new(name.clone()).with_create_if_missing(true),
                 };
                 let where_ = config.endpoint_url.clone().unwrap_or_else(|| "AWS".into());
@@ -197,12 +223,10 @@ impl BackendArgs {
             }
             #[cfg(feature = "backends")]
             BackendKind::Eventstore => {
-                let url = self.url.clone().ok_or_else(|| {
-                    CliError::Backend(
-                        "--backend eventstore needs --url esdb://... (or MEMSTATE_EVENTSTORE_URL)"
-                            .into(),
-                    )
-                })?;
+                let url = EndpointArgs::needed(
+                    &self.endpoints.url,
+                    "--url esdb://... (or MEMSTATE_EVENTSTORE_URL)",
+                )?;
                 let name = self
                     .stream_name
                     .clone()

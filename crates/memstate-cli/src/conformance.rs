@@ -9,6 +9,7 @@ use memstate_conformance::provision::{
 };
 
 use crate::CliError;
+use crate::backend::EndpointArgs;
 
 /// Backends the suite can run against from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,24 +36,12 @@ pub struct ConformanceArgs {
     /// Which backend to check.
     #[arg(long, value_enum, default_value = "file")]
     pub backend: SuiteBackend,
-    /// Kafka bootstrap servers.
-    #[arg(long, value_name = "HOST:PORT", env = "MEMSTATE_KAFKA_BOOTSTRAP")]
-    pub bootstrap: Option<String>,
-    /// Kinesis endpoint (an emulator; static test credentials are used).
-    #[arg(long, value_name = "URL", env = "MEMSTATE_KINESIS_ENDPOINT")]
-    pub endpoint: Option<String>,
-    /// EventStoreDB / KurrentDB connection string.
-    #[arg(long, value_name = "URL", env = "MEMSTATE_EVENTSTORE_URL")]
-    pub url: Option<String>,
+    /// Where the servers answer.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
     /// Run only the cases whose name contains this.
     #[arg(long)]
     pub filter: Option<String>,
-}
-
-fn need(value: &Option<String>, what: &str) -> Result<String, CliError> {
-    value
-        .clone()
-        .ok_or_else(|| CliError::Backend(format!("this backend needs {what}")))
 }
 
 /// Runs the suite; `Ok(false)` when a case failed.
@@ -60,16 +49,18 @@ pub async fn run(args: ConformanceArgs) -> Result<bool, CliError> {
     let backend: Arc<dyn Backend> = match args.backend {
         SuiteBackend::File => Arc::new(FileBackend),
         SuiteBackend::Memory => Arc::new(MemoryBackend),
-        SuiteBackend::Kafka => Arc::new(KafkaBackend::new(need(
-            &args.bootstrap,
+        SuiteBackend::Kafka => Arc::new(KafkaBackend::new(EndpointArgs::needed(
+            &args.endpoints.bootstrap,
             "--bootstrap HOST:PORT",
         )?)),
-        SuiteBackend::Kinesis => {
-            Arc::new(KinesisBackend::new(need(&args.endpoint, "--endpoint URL")?))
-        }
-        SuiteBackend::Eventstore => {
-            Arc::new(EventStoreBackend::new(need(&args.url, "--url esdb://...")?))
-        }
+        SuiteBackend::Kinesis => Arc::new(KinesisBackend::new(EndpointArgs::needed(
+            &args.endpoints.endpoint,
+            "--endpoint URL",
+        )?)),
+        SuiteBackend::Eventstore => Arc::new(EventStoreBackend::new(EndpointArgs::needed(
+            &args.endpoints.url,
+            "--url esdb://...",
+        )?)),
     };
     let reports =
         memstate_conformance::run_table(Arc::clone(&backend), args.filter.as_deref()).await;

@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use memstate_core::snapshot::{FileSnapshotStore, SnapshotStore, load_meta};
-use memstate_core::{Cursor, SnapshotMeta};
+use memstate_core::FileSnapshotStore;
+use memstate_core::truncation::{self, Reader, Truncation, WholeLog};
 use memstate_file::Position;
 
 use crate::CliError;
 
 /// Removes file-journal segments that lie wholly before the OLDEST retained
-/// snapshot of EVERY node reading the journal.
+/// snapshot of EVERY node reading the journal (the rule is
+/// `memstate_core::truncation`; this command applies it to a journal).
 ///
 /// Name every node's snapshot directory: the cut point is the minimum, over
 /// all of them, of each node's oldest valid snapshot, so every node can still
@@ -31,63 +32,55 @@ pub struct TruncateArgs {
     pub apply: bool,
 }
 
-async fn oldest_valid(dir: &PathBuf) -> Result<Option<SnapshotMeta>, CliError> {
-    let store = FileSnapshotStore::new(dir);
-    let mut listed = store.list().await.map_err(|e| {
-        CliError::Backend(format!("cannot list snapshots in {}: {e}", dir.display()))
-    })?;
-    listed.reverse();
-    for stored in &listed {
-        match load_meta(&store, stored).await {
-            Ok(meta) => return Ok(Some(meta)),
-            Err(e) => eprintln!("skipping {}: {e}", stored.location),
-        }
-    }
-    Ok(None)
-}
-
-fn position(cursor: &Cursor) -> Result<(u64, u64), CliError> {
-    let p = Position::from_cursor(cursor).map_err(|e| {
-        CliError::Backend(format!(
-            "snapshot cursor {cursor} is not a file-journal cursor: {e}"
-        ))
-    })?;
-    Ok((p.segment, p.offset))
-}
-
 /// Runs it; `Ok(false)` when a node's snapshots forbid any truncation.
 pub async fn run(args: TruncateArgs) -> Result<bool, CliError> {
-    let mut cut: Option<Cursor> = None;
-    for dir in &args.snapshots {
-        let Some(meta) = oldest_valid(dir).await? else {
+    let stores: Vec<(String, FileSnapshotStore)> = args
+        .snapshots
+        .iter()
+        .map(|dir| (dir.display().to_string(), FileSnapshotStore::new(dir)))
+        .collect();
+    let readers: Vec<Reader<'_>> = stores
+        .iter()
+        .map(|(name, store)| Reader { name, store })
+        .collect();
+    let plan = truncation::plan(&readers, |a, b| {
+        Ok(Position::from_cursor(a)?.cmp(&Position::from_cursor(b)?))
+    })
+    .await
+    .map_err(|e| CliError::Backend(e.to_string()))?;
+    for node in &plan.readers {
+        for (location, why) in &node.skipped {
+            eprintln!("{}: skipping {location}: {why}", node.name);
+        }
+        if let Some(meta) = &node.oldest_valid {
+            let cursor = meta
+                .cursor
+                .as_ref()
+                .map_or("none".into(), ToString::to_string);
             println!(
-                "{}: no valid snapshot; that node needs the whole log: nothing removed",
-                dir.display()
+                "{}: oldest valid snapshot of {} at index {}, cursor {cursor}",
+                node.name, meta.node_id, meta.applied_index
             );
-            return Ok(false);
-        };
-        let Some(cursor) = meta.cursor.clone() else {
-            println!(
-                "{}: its oldest snapshot precedes the log: nothing removed",
-                dir.display()
-            );
-            return Ok(false);
-        };
-        println!(
-            "{}: oldest valid snapshot of {} at index {}, cursor {cursor}",
-            dir.display(),
-            meta.node_id,
-            meta.applied_index
-        );
-        let earlier = match &cut {
-            None => true,
-            Some(c) => position(&cursor)? < position(c)?,
-        };
-        if earlier {
-            cut = Some(cursor);
         }
     }
-    let Some(cut) = cut else { return Ok(false) };
+    let cut = match plan.truncation {
+        Truncation::Before { cursor, .. } => cursor,
+        Truncation::Nothing {
+            node,
+            reason: WholeLog::NoValidSnapshot,
+        } => {
+            println!("{node}: no valid snapshot; that node needs the whole log: nothing removed");
+            return Ok(false);
+        }
+        Truncation::Nothing { node, .. } => {
+            println!("{node}: its oldest snapshot precedes the log: nothing removed");
+            return Ok(false);
+        }
+        other => {
+            println!("nothing removed: {other:?}");
+            return Ok(false);
+        }
+    };
     let report = memstate_file::truncate::remove_segments_before(&args.journal, &cut, args.apply)
         .map_err(|e| {
         CliError::Backend(format!("cannot truncate {}: {e}", args.journal.display()))

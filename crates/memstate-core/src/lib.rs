@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod consistency;
+pub mod cursor;
 mod dedup;
 pub mod engine;
 pub mod envelope;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod settings;
 pub mod snapshot;
 pub mod stream;
+pub mod truncation;
 
 pub use consistency::Consistency;
 pub use engine::{

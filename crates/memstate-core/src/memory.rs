@@ -123,13 +123,11 @@ impl MemoryStream {
     }
 
     fn parse(cursor: &Cursor) -> Result<usize, StreamError> {
-        cursor
-            .as_str()
-            .parse::<usize>()
-            .map_err(|e| StreamError::InvalidCursor {
-                cursor: cursor.as_str().to_owned(),
-                reason: format!("memory stream cursors are record indexes: {e}"),
-            })
+        let index = crate::cursor::from_cursor(cursor, "memory stream cursors are record indexes")?;
+        usize::try_from(index).map_err(|_| StreamError::InvalidCursor {
+            cursor: cursor.as_str().to_owned(),
+            reason: "memory stream cursors are record indexes: too large".into(),
+        })
     }
 }
 
@@ -155,7 +153,7 @@ impl Stream for MemoryStream {
             let first = log.len();
             log.extend(records);
             let cursors = (first..log.len())
-                .map(|i| Cursor::new(i.to_string()))
+                .map(|i| crate::cursor::to_cursor(i as u64))
                 .collect();
             self.shared.len.send_replace(log.len());
             cursors
@@ -175,13 +173,16 @@ impl Stream for MemoryStream {
         };
         let mut log = self.shared.records.lock();
         if log.len() != expected_len {
-            let actual = log.len().checked_sub(1).map(|i| Cursor::new(i.to_string()));
+            let actual = log
+                .len()
+                .checked_sub(1)
+                .map(|i| crate::cursor::to_cursor(i as u64));
             return Err(StreamError::WrongExpectedPosition { expected, actual });
         }
         let first = log.len();
         log.extend(records);
         let cursors = (first..log.len())
-            .map(|i| Cursor::new(i.to_string()))
+            .map(|i| crate::cursor::to_cursor(i as u64))
             .collect();
         self.shared.len.send_replace(log.len());
         Ok(cursors)
@@ -204,7 +205,9 @@ impl Stream for MemoryStream {
 
     async fn head(&self) -> Result<Option<Cursor>, StreamError> {
         let len = self.shared.records.lock().len();
-        Ok(len.checked_sub(1).map(|i| Cursor::new(i.to_string())))
+        Ok(len
+            .checked_sub(1)
+            .map(|i| crate::cursor::to_cursor(i as u64)))
     }
 
     fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {
@@ -240,7 +243,7 @@ impl Subscription for MemorySubscription {
                     tokio::time::sleep(self.faults.delay).await;
                 }
                 let record = Record {
-                    cursor: Cursor::new(self.next.to_string()),
+                    cursor: crate::cursor::to_cursor(self.next as u64),
                     payload,
                 };
                 self.next += 1;

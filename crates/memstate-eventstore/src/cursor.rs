@@ -9,34 +9,21 @@ use std::cmp::Ordering;
 
 use memstate_core::{Cursor, StreamError};
 
-/// Encodes a stream revision as a cursor.
-pub(crate) fn encode(revision: u64) -> Cursor {
-    Cursor::new(revision.to_string())
+const WHAT: &str = "EventStoreDB cursors are stream revisions";
+
+/// The cursor of the event at `revision`.
+pub(crate) fn to_cursor(revision: u64) -> Cursor {
+    memstate_core::cursor::to_cursor(revision)
 }
 
-/// Decodes a cursor made by [`encode`].
-pub(crate) fn decode(cursor: &Cursor) -> Result<u64, StreamError> {
-    let text = cursor.as_str();
-    let invalid = |reason: &str| StreamError::InvalidCursor {
-        cursor: text.to_owned(),
-        reason: format!("EventStoreDB cursors are stream revisions in decimal: {reason}"),
-    };
-    if text.is_empty() {
-        return Err(invalid("empty"));
-    }
-    if !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("only the digits 0-9 are allowed"));
-    }
-    if text.len() > 1 && text.starts_with('0') {
-        return Err(invalid("leading zeros are not allowed"));
-    }
-    text.parse::<u64>()
-        .map_err(|_| invalid("larger than the largest revision (2^64 - 1)"))
+/// The revision a cursor made by [`to_cursor`] names.
+pub(crate) fn from_cursor(cursor: &Cursor) -> Result<u64, StreamError> {
+    memstate_core::cursor::from_cursor(cursor, WHAT)
 }
 
 /// Orders two cursors numerically (`"9" < "10"`).
 pub(crate) fn compare(a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {
-    Ok(decode(a)?.cmp(&decode(b)?))
+    Ok(from_cursor(a)?.cmp(&from_cursor(b)?))
 }
 
 #[cfg(test)]
@@ -46,21 +33,21 @@ mod tests {
     #[test]
     fn revisions_round_trip_through_cursors() {
         for revision in [0, 1, 9, 10, 12_345, u64::MAX] {
-            let cursor = encode(revision);
+            let cursor = to_cursor(revision);
             assert_eq!(cursor.as_str(), revision.to_string());
-            assert_eq!(decode(&cursor).ok(), Some(revision));
+            assert_eq!(from_cursor(&cursor).ok(), Some(revision));
         }
     }
 
     #[test]
     fn cursors_compare_numerically_not_lexically() {
-        let nine = encode(9);
-        let ten = encode(10);
+        let nine = to_cursor(9);
+        let ten = to_cursor(10);
         assert_eq!(compare(&nine, &ten).ok(), Some(Ordering::Less));
         assert_eq!(compare(&ten, &nine).ok(), Some(Ordering::Greater));
-        assert_eq!(compare(&ten, &encode(10)).ok(), Some(Ordering::Equal));
+        assert_eq!(compare(&ten, &to_cursor(10)).ok(), Some(Ordering::Equal));
         assert_eq!(
-            compare(&encode(0), &encode(u64::MAX)).ok(),
+            compare(&to_cursor(0), &to_cursor(u64::MAX)).ok(),
             Some(Ordering::Less)
         );
     }
@@ -81,7 +68,7 @@ mod tests {
             "18446744073709551616",
             "3:14",
         ] {
-            match decode(&Cursor::new(text)) {
+            match from_cursor(&Cursor::new(text)) {
                 Err(StreamError::InvalidCursor { cursor, reason }) => {
                     assert_eq!(cursor, text);
                     assert!(reason.contains("revision"), "{reason}");
@@ -93,7 +80,7 @@ mod tests {
 
     #[test]
     fn compare_refuses_a_foreign_cursor_on_either_side() {
-        let good = encode(3);
+        let good = to_cursor(3);
         let foreign = Cursor::new("segment-1:offset-9");
         assert!(matches!(
             compare(&good, &foreign),

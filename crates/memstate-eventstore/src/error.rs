@@ -202,7 +202,7 @@ pub(crate) fn map_client_error(
             Operation::AppendExpecting(expected) => StreamError::WrongExpectedPosition {
                 expected: expected.clone(),
                 actual: match current {
-                    CurrentRevision::Current(revision) => Some(cursor::encode(revision)),
+                    CurrentRevision::Current(revision) => Some(cursor::to_cursor(revision)),
                     CurrentRevision::NoStream => None,
                 },
             },
@@ -333,14 +333,14 @@ mod tests {
             expected: StreamState::StreamRevision(4),
             current: CurrentRevision::Current(7),
         };
-        let expected = Some(cursor::encode(4));
+        let expected = Some(cursor::to_cursor(4));
         match map_client_error(error, &Operation::AppendExpecting(expected.clone()), &ctx()) {
             StreamError::WrongExpectedPosition {
                 expected: e,
                 actual,
             } => {
                 assert_eq!(e, expected);
-                assert_eq!(actual, Some(cursor::encode(7)));
+                assert_eq!(actual, Some(cursor::to_cursor(7)));
             }
             other => panic!("{other:?}"),
         }
@@ -354,7 +354,7 @@ mod tests {
         };
         let mapped = map_client_error(
             error,
-            &Operation::AppendExpecting(Some(cursor::encode(0))),
+            &Operation::AppendExpecting(Some(cursor::to_cursor(0))),
             &ctx(),
         );
         assert!(matches!(

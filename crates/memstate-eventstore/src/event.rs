@@ -60,7 +60,7 @@ pub(crate) fn to_record(resolved: ResolvedEvent) -> Result<(u64, Record), Stream
     Ok((
         revision,
         Record {
-            cursor: cursor::encode(revision),
+            cursor: cursor::to_cursor(revision),
             payload: recorded.data,
         },
     ))

@@ -137,7 +137,7 @@ impl EventStoreStream {
                 location: format!("append response for stream {:?}", config.stream_name),
                 reason: format!("revision {last} after appending {count} events"),
             })?;
-        Ok((first..=last).map(cursor::encode).collect())
+        Ok((first..=last).map(cursor::to_cursor).collect())
     }
 }
 
@@ -173,14 +173,14 @@ impl Stream for EventStoreStream {
     ) -> Result<Vec<Cursor>, StreamError> {
         let state = match &expected {
             None => StreamState::NoStream,
-            Some(cursor) => StreamState::StreamRevision(cursor::decode(cursor)?),
+            Some(cursor) => StreamState::StreamRevision(cursor::from_cursor(cursor)?),
         };
         self.append_with(records, state, Operation::AppendExpecting(expected))
             .await
     }
 
     async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {
-        let after = after.as_ref().map(cursor::decode).transpose()?;
+        let after = after.as_ref().map(cursor::from_cursor).transpose()?;
         let subscription = EventStoreSubscription::open(Arc::clone(&self.shared), after).await?;
         Ok(Box::new(subscription))
     }
@@ -219,7 +219,7 @@ impl Stream for EventStoreStream {
                 }
             })
             .await?;
-        Ok(revision.map(cursor::encode))
+        Ok(revision.map(cursor::to_cursor))
     }
 
     fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {

@@ -270,13 +270,13 @@ impl Stream for KafkaStream {
             .delivered(delivery, deadline)
             .await
             .map_err(|e| delivery_error(topic, e))?;
-        Ok(vec![cursor::from_offset(offset)])
+        Ok(vec![cursor::to_cursor(offset)])
     }
 
     async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {
         let start = match &after {
             None => 0,
-            Some(c) => cursor::to_offset(c)? + 1,
+            Some(c) => cursor::from_cursor(c)? + 1,
         };
         let (low, high) = self.watermarks().await?;
         let config = &self.inner.config;
@@ -309,10 +309,10 @@ impl Stream for KafkaStream {
         // The high watermark is the offset after the last record every
         // in-sync replica has: exactly what an acks=all append waited for.
         let (_, high) = self.watermarks().await?;
-        Ok((high > 0).then(|| cursor::from_offset(high - 1)))
+        Ok((high > 0).then(|| cursor::to_cursor(high - 1)))
     }
 
     fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {
-        Ok(cursor::to_offset(a)?.cmp(&cursor::to_offset(b)?))
+        Ok(cursor::from_cursor(a)?.cmp(&cursor::from_cursor(b)?))
     }
 }

@@ -197,7 +197,7 @@ impl Subscription for KafkaSubscription {
                         .map(Bytes::copy_from_slice)
                         .unwrap_or_default();
                     return Ok(Some(Record {
-                        cursor: cursor::from_offset(offset),
+                        cursor: cursor::to_cursor(offset),
                         payload,
                     }));
                 }

@@ -8,49 +8,22 @@
 
 use std::cmp::Ordering;
 
+use memstate_core::cursor::compare_digits;
 use memstate_core::{Cursor, StreamError};
 
 /// The longest sequence number Kinesis issues, in digits.
 const MAX_DIGITS: usize = 129;
 
-/// Checks that `cursor` is a sequence number and returns it.
-pub(crate) fn sequence_number(cursor: &Cursor) -> Result<&str, StreamError> {
-    let s = cursor.as_str();
-    let invalid = |reason: &str| StreamError::InvalidCursor {
-        cursor: s.to_owned(),
-        reason: reason.to_owned(),
-    };
-    if s.is_empty() {
-        return Err(invalid(
-            "a Kinesis cursor is a sequence number and cannot be empty",
-        ));
-    }
-    if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(
-            "a Kinesis cursor is a sequence number: decimal digits only",
-        ));
-    }
-    if s.len() > MAX_DIGITS {
-        return Err(invalid(
-            "longer than any Kinesis sequence number (129 digits)",
-        ));
-    }
-    Ok(s)
-}
+const WHAT: &str = "Kinesis cursors are sequence numbers";
 
-/// Orders two validated sequence numbers numerically.
-pub(crate) fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+/// Checks that `cursor` is a sequence number and returns it.
+pub(crate) fn from_cursor(cursor: &Cursor) -> Result<&str, StreamError> {
+    memstate_core::cursor::digits(cursor, MAX_DIGITS, WHAT)
 }
 
 /// Orders two cursors of a Kinesis stream.
 pub(crate) fn compare(a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {
-    Ok(compare_sequence_numbers(
-        sequence_number(a)?,
-        sequence_number(b)?,
-    ))
+    Ok(compare_digits(from_cursor(a)?, from_cursor(b)?))
 }
 
 #[cfg(test)]
@@ -104,9 +77,9 @@ mod tests {
     fn overlong_cursor_is_invalid() {
         let long = "1".repeat(MAX_DIGITS + 1);
         assert!(matches!(
-            sequence_number(&c(&long)),
+            from_cursor(&c(&long)),
             Err(StreamError::InvalidCursor { .. })
         ));
-        assert!(sequence_number(&c(&"1".repeat(MAX_DIGITS))).is_ok());
+        assert!(from_cursor(&c(&"1".repeat(MAX_DIGITS))).is_ok());
     }
 }

@@ -226,7 +226,7 @@ impl Stream for KinesisStream {
     async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {
         let start = match &after {
             None => Start::TrimHorizon,
-            Some(c) => Start::VerifyAt(cursor::sequence_number(c)?.to_owned()),
+            Some(c) => Start::VerifyAt(cursor::from_cursor(c)?.to_owned()),
         };
         // Resharding after connect() would silently spread records over shards.
         let shard = single_open_shard(&self.inner.client, &self.inner.config).await?;

@@ -12,9 +12,9 @@ use memstate_core::{Cursor, Record, StreamError, Subscription};
 use tokio::time::Instant;
 
 use crate::config::KinesisConfig;
-use crate::cursor::compare_sequence_numbers;
 use crate::error::{BACKEND, KinesisStreamError, misconfigured};
 use crate::pacing::Pacer;
+use memstate_core::cursor::compare_digits;
 
 /// How many times in a row a fresh iterator may expire before the
 /// subscription gives up (a fresh iterator lives five minutes, so more than
@@ -166,7 +166,7 @@ impl KinesisSubscription {
         let before_shard = self
             .shard_start
             .as_deref()
-            .is_some_and(|start| compare_sequence_numbers(sequence, start).is_lt());
+            .is_some_and(|start| compare_digits(sequence, start).is_lt());
         if before_shard || matches!(err, KinesisStreamError::Refused { .. }) {
             return StreamError::InvalidCursor {
                 cursor: sequence.clone(),
@@ -198,7 +198,7 @@ impl KinesisSubscription {
         for record in records {
             let sequence = record.sequence_number;
             match &self.position {
-                Position::VerifyAt(cursor) => match compare_sequence_numbers(&sequence, cursor) {
+                Position::VerifyAt(cursor) => match compare_digits(&sequence, cursor) {
                     std::cmp::Ordering::Less => continue,
                     std::cmp::Ordering::Equal => {
                         self.position = Position::After(sequence);
@@ -208,7 +208,7 @@ impl KinesisSubscription {
                         return Err(self.truncated_error(cursor, &sequence));
                     }
                 },
-                Position::After(last) if compare_sequence_numbers(&sequence, last).is_le() => {
+                Position::After(last) if compare_digits(&sequence, last).is_le() => {
                     continue;
                 }
                 _ => {}

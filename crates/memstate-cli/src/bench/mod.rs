@@ -89,12 +89,9 @@ pub struct BenchArgs {
     /// Accounts built for the memory figure (default 1000000; --quick 100000).
     #[arg(long, value_name = "N")]
     pub memory_accounts: Option<u64>,
-    /// Kafka bootstrap servers; Kafka is not run without them.
-    #[arg(long, value_name = "HOST:PORT", env = "MEMSTATE_KAFKA_BOOTSTRAP")]
-    pub bootstrap: Option<String>,
-    /// Kinesis emulator endpoint; Kinesis is not run without it.
-    #[arg(long, value_name = "URL", env = "MEMSTATE_KINESIS_ENDPOINT")]
-    pub endpoint: Option<String>,
+    /// Where the servers answer; Kafka and Kinesis are not run without them.
+    #[command(flatten)]
+    pub endpoints: crate::backend::EndpointArgs,
     /// Where the JSON results go.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub out_dir: PathBuf,
@@ -195,10 +192,6 @@ fn not_selected<T>() -> Section<T> {
     }
 }
 
-fn nonempty(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
 /// Runs the selected parts, prints the table and writes the JSON.
 /// `Ok(false)` when a part that was asked for failed.
 ///
@@ -256,28 +249,32 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
         let _ = tokio::fs::remove_dir_all(&dir).await;
     }
     if wanted(&args, Part::Kafka) {
-        backends.push(match nonempty(&args.bootstrap) {
-            Some(bootstrap) => match kafka::run(&plan, bootstrap).await {
-                Ok(run) => run,
-                Err(e) => BackendRun::failed("kafka", e),
+        backends.push(
+            match crate::backend::EndpointArgs::given(&args.endpoints.bootstrap) {
+                Some(bootstrap) => match kafka::run(&plan, bootstrap).await {
+                    Ok(run) => run,
+                    Err(e) => BackendRun::failed("kafka", e),
+                },
+                None => BackendRun::not_run(
+                    "kafka",
+                    "MEMSTATE_KAFKA_BOOTSTRAP is not set (make backends-up starts a local broker)",
+                ),
             },
-            None => BackendRun::not_run(
-                "kafka",
-                "MEMSTATE_KAFKA_BOOTSTRAP is not set (make backends-up starts a local broker)",
-            ),
-        });
+        );
     }
     if wanted(&args, Part::Kinesis) {
-        backends.push(match nonempty(&args.endpoint) {
-            Some(endpoint) => match kinesis::run(&plan, endpoint).await {
-                Ok(run) => run,
-                Err(e) => BackendRun::failed("kinesis", e),
+        backends.push(
+            match crate::backend::EndpointArgs::given(&args.endpoints.endpoint) {
+                Some(endpoint) => match kinesis::run(&plan, endpoint).await {
+                    Ok(run) => run,
+                    Err(e) => BackendRun::failed("kinesis", e),
+                },
+                None => BackendRun::not_run(
+                    "kinesis",
+                    "MEMSTATE_KINESIS_ENDPOINT is not set (make backends-up starts the emulator)",
+                ),
             },
-            None => BackendRun::not_run(
-                "kinesis",
-                "MEMSTATE_KINESIS_ENDPOINT is not set (make backends-up starts the emulator)",
-            ),
-        });
+        );
     }
     if args.only.is_empty() {
         backends.push(BackendRun::not_run(
