@@ -21,7 +21,11 @@ pub enum Consistency {
     /// on an engine handle, the latest write acknowledged through it.
     ReadYourWrites,
     /// Wait until this node has applied at least this many envelopes (a token
-    /// from [`Executed::index`](crate::Executed) carried between nodes).
+    /// from [`Executed::index`](crate::Executed), [`Session::last_write`](crate::Session::last_write)
+    /// or [`Engine::last_write`](crate::Engine::last_write), carried between
+    /// nodes). The index counts every envelope of the log — control records
+    /// included — not commands: to wait for "the n-th command", carry the
+    /// index its `execute` returned, never a count of commands.
     AtLeast(u64),
     /// Learn the stream's tail (the exact head where the adapter has one,
     /// else a sync marker appended and read back), apply up to it, then read.

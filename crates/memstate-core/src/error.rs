@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::dedup::Rejection;
 use crate::envelope::{CommandId, NodeId};
 use crate::snapshot::SnapshotError;
 use crate::stream::{Cursor, StreamError};
@@ -102,6 +103,20 @@ pub enum Error {
         command_id: CommandId,
         /// The applied index of the first copy.
         index: u64,
+    },
+    /// A command under this id was deterministically rejected before (skipped,
+    /// undecodable, or panicked in safe mode), identically on every node: it
+    /// was not applied, and a retry under the same id is not applied either.
+    #[error(
+        "command {command_id} was rejected at index {index} ({reason}); not applied, and a retry under the same id is rejected alike"
+    )]
+    AlreadyRejected {
+        /// The command.
+        command_id: CommandId,
+        /// The applied index of the copy that was rejected.
+        index: u64,
+        /// Why it was rejected.
+        reason: Rejection,
     },
     /// The command is on this node's operator skip list.
     #[error("command {0} was skipped (listed in skip_commands)")]

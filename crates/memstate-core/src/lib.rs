@@ -15,6 +15,7 @@ pub mod stream;
 pub mod truncation;
 
 pub use consistency::Consistency;
+pub use dedup::Rejection;
 pub use engine::{
     Engine, EngineBuilder, Executed, IntoStream, Lag, Leadership, LeadershipConfig, Session,
     SnapshotStats, Stats, Status,

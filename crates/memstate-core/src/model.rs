@@ -42,6 +42,42 @@ use crate::envelope::{CommandId, NodeId};
 ///     }
 /// }
 /// ```
+///
+/// Commands that return nothing use `()` as their output; a model whose
+/// commands cannot fail uses [`Infallible`](std::convert::Infallible) as its
+/// error. A model with several commands of different results returns an enum,
+/// or `()` from those that have nothing to say:
+///
+/// ```
+/// use memstate_core::{CommandContext, Model};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Default)]
+/// struct Log(Vec<String>);
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Append(String);
+///
+/// impl Model for Log {
+///     type Command = Append;
+///     type Output = ();
+///     type Error = std::convert::Infallible;
+///
+///     fn apply(&mut self, cmd: Append, _ctx: &mut CommandContext<'_>) -> Result<(), Self::Error> {
+///         self.0.push(cmd.0);
+///         Ok(())
+///     }
+/// }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let engine = memstate_core::EngineBuilder::new(Log::default(), memstate_core::MemoryStream::new())
+///     .start()
+///     .await?;
+/// let done = engine.execute(Append("hello".into())).await?;
+/// assert_eq!(done.output, ());
+/// engine.shutdown().await;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub trait Model: Clone + Send + Sync + 'static {
     /// A serializable, deterministic mutation.
     type Command: Serialize + DeserializeOwned + Send + 'static;

@@ -5,15 +5,15 @@
 //! every node that reads the same records.
 
 use std::any::Any;
-use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::replicated::Replicated;
-use crate::envelope::{Body, CommandId, Control, Envelope, FrameError, NodeId, decode_frame};
+use super::replicated::{Admission, Opened, Replicated};
+use crate::dedup::Rejection;
+use crate::envelope::{CommandId, Envelope};
 use crate::error::{Error, HaltReason};
 use crate::model::{CommandContext, Model};
-use crate::settings::{ApplyMode, BadRecordPolicy, Settings, WriteMode};
+use crate::settings::{ApplyMode, BadRecordPolicy, Settings};
 use crate::stream::{Cursor, Record, Stream};
 
 /// Counters that describe this node's reading, not replicated.
@@ -64,138 +64,105 @@ pub(crate) struct Applier<'a, M: Model> {
 impl<M: Model> Applier<'_, M> {
     /// Applies one record. `Err` halts the engine.
     pub(crate) fn apply_record(&mut self, record: Record) -> Result<(), HaltReason> {
-        if let Some(last) = &self.state.cursor {
-            match self.stream.compare_cursors(&record.cursor, last) {
-                Ok(Ordering::Greater) => {}
-                Ok(_) => {
-                    // A redelivery (at-least-once reader, resubscription): already applied.
-                    self.counters.redeliveries_dropped += 1;
-                    return Ok(());
+        match self.state.open_record(self.stream, &record)? {
+            Opened::Redelivery => self.counters.redeliveries_dropped += 1,
+            Opened::SkippedBadRecord => self.counters.bad_records_skipped += 1,
+            Opened::Frame(envelopes) => {
+                for envelope in envelopes {
+                    self.apply_envelope(envelope, &record.cursor)?;
                 }
-                Err(e) => return Err(HaltReason::StreamFailed(e.to_string())),
+                self.state.cursor = Some(record.cursor);
             }
         }
-        let envelopes = match decode_frame(&record.payload) {
-            Ok(envelopes) => envelopes,
-            Err(FrameError::UnknownVersion { found, supported }) => {
-                return Err(HaltReason::UnknownFormat {
-                    cursor: record.cursor,
-                    found,
-                    supported,
-                });
-            }
-            Err(FrameError::NotAFrame(reason)) => {
-                let Some(genesis) = &self.state.genesis else {
-                    return Err(HaltReason::HistoryMissing {
-                        first: record.cursor,
-                    });
-                };
-                return match genesis.bad_records {
-                    BadRecordPolicy::Skip => {
-                        tracing::warn!(cursor = %record.cursor, %reason, "skipping a record that is not a memstate frame");
-                        self.counters.bad_records_skipped += 1;
-                        self.state.cursor = Some(record.cursor);
-                        Ok(())
-                    }
-                    BadRecordPolicy::Halt => Err(HaltReason::BadRecord {
-                        cursor: record.cursor,
-                        reason,
-                    }),
-                };
-            }
-        };
-        for envelope in envelopes {
-            self.apply_envelope(envelope, &record.cursor)?;
-        }
-        self.state.cursor = Some(record.cursor);
         Ok(())
-    }
-
-    fn genesis(&mut self, envelope: &Envelope, cursor: &Cursor) -> Result<Settings, HaltReason> {
-        if let Some(genesis) = &self.state.genesis {
-            return Ok(genesis.clone());
-        }
-        let Body::Control(Control::Genesis(settings)) = &envelope.body else {
-            return Err(HaltReason::HistoryMissing {
-                first: cursor.clone(),
-            });
-        };
-        self.state.genesis = Some(settings.clone());
-        check_settings(self.local_settings, settings)?;
-        Ok(settings.clone())
     }
 
     fn complete(&mut self, id: CommandId, completion: Completion<M>) {
         self.outcomes.push((id, completion));
     }
 
-    fn apply_envelope(&mut self, envelope: Envelope, cursor: &Cursor) -> Result<(), HaltReason> {
-        let genesis = self.genesis(&envelope, cursor)?;
-        self.state.applied_index += 1;
-        let index = self.state.applied_index;
-        if let Some(first) = self.state.dedup.get(&envelope.id) {
-            self.counters.duplicates_dropped += 1;
-            self.complete(
-                envelope.id,
-                Completion::Failed(Error::AlreadyApplied {
-                    command_id: envelope.id,
-                    index: first,
-                }),
-            );
-            return Ok(());
-        }
-        self.state
-            .dedup
-            .insert(envelope.id, index, envelope.ts, &genesis.dedup);
+    /// Records a deterministic rejection (a retry is answered with it) and
+    /// fails the waiter with `error`.
+    fn reject(&mut self, envelope: &Envelope, why: Rejection, error: Error) {
+        self.state.decide(envelope, Some(why));
+        self.complete(envelope.id, Completion::Failed(error));
+    }
 
-        let value = match envelope.body {
-            Body::Control(control) => {
-                let accepted = self.apply_control(&control, &envelope.origin, envelope.ts);
-                self.complete(envelope.id, Completion::Marker { index, accepted });
-                return Ok(());
-            }
-            Body::Command(value) => value,
-        };
-        if self.skip.contains(&envelope.id) {
-            tracing::warn!(command_id = %envelope.id, index, "skipping a command listed in skip_commands");
-            self.complete(envelope.id, Completion::Failed(Error::Skipped(envelope.id)));
-            return Ok(());
+    fn apply_envelope(
+        &mut self,
+        mut envelope: Envelope,
+        cursor: &Cursor,
+    ) -> Result<(), HaltReason> {
+        let first = self.state.genesis.is_none();
+        let (genesis, admission) = self.state.admit(&mut envelope, cursor)?;
+        if first {
+            check_settings(self.local_settings, &genesis)?;
         }
-        if genesis.write_mode == WriteMode::SingleLeader {
-            let lead = &self.state.leadership;
-            let from_leader = lead.leader.as_ref() == Some(&envelope.origin);
-            if !from_leader || envelope.epoch != Some(lead.epoch) {
-                let error = Error::NotLeader {
-                    leader: lead.leader.clone(),
-                    epoch: lead.epoch,
+        let index = self.state.applied_index;
+        let id = envelope.id;
+        let value = match admission {
+            Admission::Duplicate(seen) => {
+                self.counters.duplicates_dropped += 1;
+                let error = match seen.rejected {
+                    None => Error::AlreadyApplied {
+                        command_id: id,
+                        index: seen.index,
+                    },
+                    Some(reason) => Error::AlreadyRejected {
+                        command_id: id,
+                        index: seen.index,
+                        reason,
+                    },
                 };
-                self.counters.commands_fenced += 1;
-                self.complete(envelope.id, Completion::Failed(error));
+                self.complete(id, Completion::Failed(error));
                 return Ok(());
             }
+            Admission::Control {
+                accepted,
+                leader_signal,
+            } => {
+                if leader_signal {
+                    self.counters.leader_signals += 1;
+                }
+                self.complete(id, Completion::Marker { index, accepted });
+                return Ok(());
+            }
+            Admission::Fenced { leader, epoch } => {
+                // Not decided: the id stays free for a retry on the leader.
+                self.counters.commands_fenced += 1;
+                self.complete(id, Completion::Failed(Error::NotLeader { leader, epoch }));
+                return Ok(());
+            }
+            Admission::Command(value) => value,
+        };
+        if self.skip.contains(&id) {
+            tracing::warn!(command_id = %id, index, "skipping a command listed in skip_commands");
+            self.reject(&envelope, Rejection::Skipped, Error::Skipped(id));
+            return Ok(());
         }
         let command: M::Command = match serde_json::from_value(value) {
             Ok(command) => command,
             Err(e) => {
                 return match genesis.bad_records {
                     BadRecordPolicy::Skip => {
-                        tracing::warn!(command_id = %envelope.id, error = %e, "skipping a command this model cannot decode");
+                        tracing::warn!(command_id = %id, error = %e, "skipping a command this model cannot decode");
                         self.counters.bad_records_skipped += 1;
+                        let reason = e.to_string();
                         let error = Error::UndecodableCommand {
-                            command_id: envelope.id,
-                            reason: e.to_string(),
+                            command_id: id,
+                            reason: reason.clone(),
                         };
-                        self.complete(envelope.id, Completion::Failed(error));
+                        self.reject(&envelope, Rejection::Undecodable { reason }, error);
                         Ok(())
                     }
                     BadRecordPolicy::Halt => Err(HaltReason::BadRecord {
                         cursor: cursor.clone(),
-                        reason: format!("command {} cannot be decoded: {e}", envelope.id),
+                        reason: format!("command {id} cannot be decoded: {e}"),
                     }),
                 };
             }
         };
-        let mut ctx = CommandContext::new(envelope.id, &envelope.origin, envelope.ts, index);
+        let mut ctx = CommandContext::new(id, &envelope.origin, envelope.ts, index);
         let completion = match genesis.apply_mode {
             ApplyMode::Direct => {
                 let model = &mut *self.model;
@@ -203,13 +170,10 @@ impl<M: Model> Applier<'_, M> {
                     Ok(result) => Completion::Applied { index, result },
                     Err(panic) => {
                         let reason = HaltReason::Poisoned {
-                            command_id: envelope.id,
+                            command_id: id,
                             message: panic_message(panic.as_ref()),
                         };
-                        self.complete(
-                            envelope.id,
-                            Completion::Failed(Error::Halted(reason.clone())),
-                        );
+                        self.complete(id, Completion::Failed(Error::Halted(reason.clone())));
                         return Err(reason);
                     }
                 }
@@ -228,52 +192,23 @@ impl<M: Model> Applier<'_, M> {
                         index,
                         result: Err(error),
                     },
-                    Err(panic) => Completion::Failed(Error::CommandPanicked {
-                        command_id: envelope.id,
-                        message: panic_message(panic.as_ref()),
-                    }),
+                    Err(panic) => {
+                        let message = panic_message(panic.as_ref());
+                        let error = Error::CommandPanicked {
+                            command_id: id,
+                            message: message.clone(),
+                        };
+                        self.counters.commands_applied += 1;
+                        self.reject(&envelope, Rejection::Panicked { message }, error);
+                        return Ok(());
+                    }
                 }
             }
         };
+        self.state.decide(&envelope, None);
         self.counters.commands_applied += 1;
-        self.complete(envelope.id, completion);
+        self.complete(id, completion);
         Ok(())
-    }
-
-    /// Applies a control message; returns whether it took effect.
-    fn apply_control(&mut self, control: &Control, origin: &NodeId, ts: u64) -> bool {
-        let lead = &mut self.state.leadership;
-        let leader_signal = match control {
-            Control::AssumeLeadership { epoch } => {
-                // First claim in log order for the next epoch wins; every node
-                // sees the same order, so every node elects the same leader.
-                // A claim for an epoch already taken (or not yet reachable)
-                // changes nothing.
-                if *epoch == lead.epoch + 1 {
-                    lead.epoch = *epoch;
-                    lead.leader = Some(origin.clone());
-                    lead.last_seen_ts = ts;
-                    true
-                } else {
-                    false
-                }
-            }
-            Control::Heartbeat { epoch } => {
-                // Only the current leader's heartbeat in its own epoch counts:
-                // a deposed leader that has not noticed yet is not alive as leader.
-                if *epoch == lead.epoch && lead.leader.as_ref() == Some(origin) {
-                    lead.last_seen_ts = lead.last_seen_ts.max(ts);
-                    true
-                } else {
-                    false
-                }
-            }
-            Control::Genesis(_) | Control::Sync => return true,
-        };
-        if leader_signal {
-            self.counters.leader_signals += 1;
-        }
-        leader_signal
     }
 }
 

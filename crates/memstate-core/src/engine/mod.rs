@@ -99,8 +99,14 @@ impl<M: Model> Drop for ShutdownOnDrop<M> {
 pub struct Executed<T> {
     /// The model's output.
     pub output: T,
-    /// The command's applied index: the same on every node. Pass it as
-    /// [`Consistency::AtLeast`] to read this write on another node.
+    /// The command's applied index: its position among *all* envelopes of
+    /// the log, counted from 1 — control records (each node's Genesis at
+    /// start, leadership claims, heartbeats, sync markers) and dropped
+    /// duplicates take an index too, so indexes of consecutive commands are
+    /// not consecutive numbers. It is the same on every node, and it is the
+    /// token the rest of the API speaks: pass it as
+    /// [`Consistency::AtLeast`] to read this write on another node (which
+    /// then waits until it has applied at least this many envelopes).
     pub index: u64,
 }
 
@@ -159,8 +165,13 @@ impl<M: Model> Engine<M> {
     }
 
     /// Executes a command under a caller-chosen id, so that retrying after an
-    /// ambiguous failure cannot apply it twice: a second copy is dropped by
-    /// every node and its caller gets [`Error::AlreadyApplied`].
+    /// ambiguous failure cannot apply it twice. A retry learns what became of
+    /// the first copy, identically on every node: applied —
+    /// [`Error::AlreadyApplied`]; deterministically rejected (skipped,
+    /// undecodable, panicked in safe mode) — [`Error::AlreadyRejected`];
+    /// fenced as not from the leader — nothing happened, so the retry on the
+    /// leader applies. `docs/consistency.md` lists, error by error, whether
+    /// the command may still land and what to do.
     ///
     /// # Errors
     ///
@@ -208,6 +219,15 @@ impl<M: Model> Engine<M> {
     /// A timeout, or a halted or stopped engine.
     pub async fn wait_for_index(&self, index: u64) -> Result<(), Error> {
         self.node.wait_for(Consistency::AtLeast(index), 0).await
+    }
+
+    /// The applied index of the latest write acknowledged through any handle
+    /// of this engine (`0` before any): the token its
+    /// [`Consistency::ReadYourWrites`] reads wait for, and one to carry to
+    /// another node as [`Consistency::AtLeast`]. [`Session::last_write`] is
+    /// the same for one session.
+    pub fn last_write(&self) -> u64 {
+        self.node.reads.last_write()
     }
 
     /// A session: remembers its own writes for [`Consistency::ReadYourWrites`].

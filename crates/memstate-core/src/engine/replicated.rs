@@ -1,12 +1,21 @@
-//! The state replicated beside the model: identical on every node at the
-//! same applied index, and what a snapshot stores next to the model.
+//! The state replicated beside the model, and the log's rules that advance it.
+//!
+//! Identical on every node at the same applied index, and what a snapshot
+//! stores next to the model. The rules here need no model: which records are
+//! frames, which envelope is the Genesis, which copies are duplicates, which
+//! commands are fenced, what control messages do. The engine's applier and
+//! the [`History`](crate::history::History) reader both follow them, so the
+//! history shows exactly what every engine applied.
+
+use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dedup::Dedup;
-use crate::envelope::NodeId;
-use crate::settings::Settings;
-use crate::stream::Cursor;
+use crate::dedup::{Dedup, Rejection, Seen};
+use crate::envelope::{Body, Control, Envelope, FrameError, NodeId, decode_frame};
+use crate::error::HaltReason;
+use crate::settings::{BadRecordPolicy, Settings, WriteMode};
+use crate::stream::{Cursor, Record, Stream};
 
 /// Leadership as the log decides it (single-leader mode).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,4 +41,188 @@ pub(crate) struct Replicated {
     /// Recent command ids and what became of them.
     pub(crate) dedup: Dedup,
     pub(crate) leadership: Leadership,
+}
+
+/// What a record holds for the apply side.
+pub(crate) enum Opened {
+    /// Already applied (an at-least-once reader, a resubscription).
+    Redelivery,
+    /// Not a frame, skipped under the `Skip` bad-record policy.
+    SkippedBadRecord,
+    /// The envelopes to apply, in order.
+    Frame(Vec<Envelope>),
+}
+
+/// What the log's rules say about one envelope before any model sees it.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    /// A copy of an id decided before: dropped, answered with the first outcome.
+    Duplicate(Seen),
+    /// A control message, applied to the replicated state. `accepted`: it
+    /// took effect; `leader_signal`: it is a claim that won or a heartbeat of
+    /// the current leader (a sign of life).
+    Control { accepted: bool, leader_signal: bool },
+    /// Single-leader mode: not from the current leader in its epoch. Nothing
+    /// happened; the id stays free.
+    Fenced { leader: Option<NodeId>, epoch: u64 },
+    /// A command for the model (its encoded value, taken out of the
+    /// envelope); its outcome is recorded with [`Replicated::decide`].
+    Command(serde_json::Value),
+}
+
+impl Replicated {
+    /// Decodes a record into envelopes, under the stream's bad-record policy.
+    ///
+    /// # Errors
+    ///
+    /// A halt: cursors that cannot be compared, a newer frame format, a
+    /// first record that is not a frame, bytes that are not a frame under
+    /// the `Halt` policy.
+    pub(crate) fn open_record(
+        &mut self,
+        stream: &dyn Stream,
+        record: &Record,
+    ) -> Result<Opened, HaltReason> {
+        if let Some(last) = &self.cursor {
+            match stream.compare_cursors(&record.cursor, last) {
+                Ok(Ordering::Greater) => {}
+                Ok(_) => return Ok(Opened::Redelivery),
+                Err(e) => return Err(HaltReason::StreamFailed(e.to_string())),
+            }
+        }
+        match decode_frame(&record.payload) {
+            Ok(envelopes) => Ok(Opened::Frame(envelopes)),
+            Err(FrameError::UnknownVersion { found, supported }) => {
+                Err(HaltReason::UnknownFormat {
+                    cursor: record.cursor.clone(),
+                    found,
+                    supported,
+                })
+            }
+            Err(FrameError::NotAFrame(reason)) => {
+                let Some(genesis) = &self.genesis else {
+                    return Err(HaltReason::HistoryMissing {
+                        first: record.cursor.clone(),
+                    });
+                };
+                match genesis.bad_records {
+                    BadRecordPolicy::Skip => {
+                        tracing::warn!(cursor = %record.cursor, %reason, "skipping a record that is not a memstate frame");
+                        self.cursor = Some(record.cursor.clone());
+                        Ok(Opened::SkippedBadRecord)
+                    }
+                    BadRecordPolicy::Halt => Err(HaltReason::BadRecord {
+                        cursor: record.cursor.clone(),
+                        reason,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Counts one envelope of the record at `cursor` (its applied index is
+    /// the new `applied_index`) and admits it: learns the settings from the
+    /// first envelope of the log, drops duplicates, applies control messages
+    /// and fences commands from anyone but the current leader.
+    ///
+    /// # Errors
+    ///
+    /// [`HaltReason::HistoryMissing`] when the log's first envelope is not
+    /// a Genesis record.
+    pub(crate) fn admit(
+        &mut self,
+        envelope: &mut Envelope,
+        cursor: &Cursor,
+    ) -> Result<(Settings, Admission), HaltReason> {
+        let genesis = match &self.genesis {
+            Some(genesis) => genesis.clone(),
+            None => {
+                let Body::Control(Control::Genesis(settings)) = &envelope.body else {
+                    return Err(HaltReason::HistoryMissing {
+                        first: cursor.clone(),
+                    });
+                };
+                self.genesis = Some(settings.clone());
+                settings.clone()
+            }
+        };
+        self.applied_index += 1;
+        if let Some(seen) = self.dedup.get(&envelope.id) {
+            return Ok((genesis, Admission::Duplicate(seen)));
+        }
+        let admission = match &mut envelope.body {
+            Body::Control(control) => {
+                let control = control.clone();
+                let leader_signal = self.apply_control(&control, &envelope.origin, envelope.ts);
+                let accepted =
+                    leader_signal || matches!(control, Control::Genesis(_) | Control::Sync);
+                self.decide(envelope, None);
+                Admission::Control {
+                    accepted,
+                    leader_signal,
+                }
+            }
+            Body::Command(value) if genesis.write_mode == WriteMode::SingleLeader => {
+                let lead = &self.leadership;
+                let from_leader = lead.leader.as_ref() == Some(&envelope.origin);
+                if from_leader && envelope.epoch == Some(lead.epoch) {
+                    Admission::Command(std::mem::take(value))
+                } else {
+                    Admission::Fenced {
+                        leader: lead.leader.clone(),
+                        epoch: lead.epoch,
+                    }
+                }
+            }
+            Body::Command(value) => Admission::Command(std::mem::take(value)),
+        };
+        Ok((genesis, admission))
+    }
+
+    /// Records how the envelope just admitted was decided: applied (`None`)
+    /// or rejected. A later copy of its id is answered with this outcome.
+    pub(crate) fn decide(&mut self, envelope: &Envelope, rejected: Option<Rejection>) {
+        let window = self.genesis.as_ref().map(|g| g.dedup).unwrap_or_default();
+        self.dedup.insert(
+            envelope.id,
+            self.applied_index,
+            rejected,
+            envelope.ts,
+            &window,
+        );
+    }
+
+    /// Applies a control message; returns whether it is a sign of life of
+    /// the leader (a claim that won its epoch, a heartbeat of the current
+    /// leader in its epoch).
+    fn apply_control(&mut self, control: &Control, origin: &NodeId, ts: u64) -> bool {
+        let lead = &mut self.leadership;
+        match control {
+            Control::AssumeLeadership { epoch } => {
+                // First claim in log order for the next epoch wins; every node
+                // sees the same order, so every node elects the same leader.
+                // A claim for an epoch already taken (or not yet reachable)
+                // changes nothing.
+                if *epoch == lead.epoch + 1 {
+                    lead.epoch = *epoch;
+                    lead.leader = Some(origin.clone());
+                    lead.last_seen_ts = ts;
+                    true
+                } else {
+                    false
+                }
+            }
+            Control::Heartbeat { epoch } => {
+                // Only the current leader's heartbeat in its own epoch counts:
+                // a deposed leader that has not noticed yet is not alive as leader.
+                if *epoch == lead.epoch && lead.leader.as_ref() == Some(origin) {
+                    lead.last_seen_ts = lead.last_seen_ts.max(ts);
+                    true
+                } else {
+                    false
+                }
+            }
+            Control::Genesis(_) | Control::Sync => false,
+        }
+    }
 }
