@@ -5,6 +5,9 @@
 #                       machine can, runs every test and the conformance suite, stops them
 #   make test-kafka-tls the Kafka conformance suite against a broker of its own with
 #                       a SASL_SSL listener and SCRAM users (certificates made by the script)
+#   make torture-kafka  fault harness: a broker of its own SIGKILLed and restarted under load
+#   make torture-kafka-cluster  the same on three brokers (RF 3, min.insync.replicas 2), the
+#                       partition leader killed each time (KAFKA_KILLS=N kills, default 5)
 #   make bench          benchmarks (never part of `make test`)
 #   make lint           rustfmt check, clippy with warnings denied, rustdoc with warnings denied
 #   make fmt            format the code
@@ -14,7 +17,7 @@
 CARGO ?= cargo
 BACKENDS := integration-tests/scripts/backends.sh
 
-.PHONY: demo test test-unit test-kafka-tls bench lint fmt backends-up backends-down doc
+.PHONY: demo test test-unit test-kafka-tls torture torture-kafka torture-kafka-cluster bench lint fmt backends-up backends-down doc
 
 demo:
 	$(CARGO) run --release -p memstate-cli --no-default-features -- demo
@@ -46,6 +49,29 @@ test-kafka-tls:
 	$(KAFKA_TLS) bash integration-tests/scripts/kafka.sh run -- sh -c '\
 		$(CARGO) test -p memstate-conformance --test kafka_auth -- --ignored && \
 		$(CARGO) test -p memstate-conformance --test kafka'
+
+# Fault harness (integration-tests/src/bin/torture_kafka.rs): prints counts and
+# fails on any acknowledged command lost, any command applied twice, or nodes
+# whose state hashes differ. CI runs a short form (KAFKA_KILLS=1 and 2).
+KAFKA_KILLS ?= 5
+TORTURE_KAFKA := $(CARGO) run -q -p memstate-conformance --bin torture_kafka --
+KAFKA_TORTURE := env MEMSTATE_KAFKA_NAME=kafka-torture MEMSTATE_KAFKA_PORT=19292 \
+	MEMSTATE_KAFKA_CONTROLLER_PORT=19293 MEMSTATE_KAFKA_HEAP_OPTS="-Xms128m -Xmx256m" \
+	bash integration-tests/scripts/kafka.sh
+KAFKA_CLUSTER := bash integration-tests/scripts/kafka-cluster.sh
+
+torture: torture-kafka torture-kafka-cluster
+
+torture-kafka:
+	$(KAFKA_TORTURE) run -- $(TORTURE_KAFKA) --bootstrap 127.0.0.1:19292 --replication 1 \
+		--kills $(KAFKA_KILLS) --kill-cmd '$(KAFKA_TORTURE) kill' \
+		--restart-cmd '$(KAFKA_TORTURE) start >/dev/null'
+
+torture-kafka-cluster:
+	$(KAFKA_CLUSTER) run -- $(TORTURE_KAFKA) \
+		--bootstrap 127.0.0.1:19510,127.0.0.1:19520,127.0.0.1:19530 --replication 3 \
+		--kills $(KAFKA_KILLS) --kill-cmd '$(KAFKA_CLUSTER) kill {node}' \
+		--restart-cmd '$(KAFKA_CLUSTER) start-node {node}'
 
 bench:
 	$(CARGO) run --release -p memstate-cli -- bench
