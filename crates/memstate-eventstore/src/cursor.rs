@@ -53,21 +53,9 @@ mod tests {
     }
 
     #[test]
-    fn malformed_cursors_are_refused_with_invalid_cursor() {
-        for text in [
-            "",
-            "-1",
-            "+1",
-            "01",
-            "00",
-            " 1",
-            "1 ",
-            "1.0",
-            "abc",
-            "0x10",
-            "18446744073709551616",
-            "3:14",
-        ] {
+    fn malformed_cursors_are_refused_naming_revisions() {
+        // The forms themselves are checked in memstate_core::cursor.
+        for text in ["", "01", "18446744073709551616", "3:14"] {
             match from_cursor(&Cursor::new(text)) {
                 Err(StreamError::InvalidCursor { cursor, reason }) => {
                     assert_eq!(cursor, text);
