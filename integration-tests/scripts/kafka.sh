@@ -326,6 +326,8 @@ cmd_start() {
         -Dlog4j2.configurationFile="$LOG4J_CONFIG" -Dkafka.logs.dir="$WORK" \
         -cp "$LIBS/*" kafka.Kafka "$CONFIG" >"$LOG_FILE" 2>&1 </dev/null &
     pid=$!
+    # Not a job of this shell: `run` would report a SIGKILL from `kill` as its own.
+    disown "$pid" 2>/dev/null || true
     echo "$pid" >"$PID_FILE"
     log "started pid $pid, log $LOG_FILE; waiting up to ${READY_TIMEOUT}s for $BOOTSTRAP"
     local deadline=$((started + READY_TIMEOUT))
