@@ -5,6 +5,7 @@ pub mod cursor;
 mod dedup;
 pub mod engine;
 pub mod envelope;
+pub mod events;
 pub mod error;
 pub mod memory;
 pub mod metrics;
@@ -21,6 +22,9 @@ pub use engine::{
     SnapshotStats, Stats, Status,
 };
 pub use envelope::{Body, CommandId, Control, Envelope, FORMAT_VERSION, FrameError, NodeId};
+pub use events::{
+    Event, EventError, EventModel, EventStats, EventSubscription, EventWindow, EventsFrom, RawEvent,
+};
 pub use error::{Error, ExecuteError, HaltReason};
 pub use memory::{MemoryStream, SubscriberFaults};
 pub use model::{CommandContext, DeterministicRng, Model};

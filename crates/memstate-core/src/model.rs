@@ -1,12 +1,14 @@
 //! The [`Model`] trait and the context a command is applied with.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::envelope::{CommandId, NodeId};
+use crate::events::Emitted;
 
 /// The application's in-memory state, mutated only by its commands.
 ///
@@ -107,6 +109,7 @@ pub struct CommandContext<'a> {
     pub(crate) timestamp_ms: u64,
     pub(crate) index: u64,
     pub(crate) rng: DeterministicRng,
+    pub(crate) emitted: Emitted,
 }
 
 impl<'a> CommandContext<'a> {
@@ -118,6 +121,7 @@ impl<'a> CommandContext<'a> {
             timestamp_ms,
             index,
             rng: DeterministicRng::seeded(id.as_u128()),
+            emitted: Emitted::default(),
         }
     }
 
@@ -149,6 +153,40 @@ impl<'a> CommandContext<'a> {
     /// A random generator seeded from the command id: the same numbers on every node.
     pub fn rng(&mut self) -> &mut DeterministicRng {
         &mut self.rng
+    }
+
+    /// Emits a domain event (see [`crate::events`]). It reaches subscribers
+    /// only if the command succeeds, after its effect is visible to queries;
+    /// the events of a command that fails, is fenced or rolled back are dropped.
+    ///
+    /// The event is serialized to JSON now. If that fails, the command fails
+    /// with [`Error::EventEncode`](crate::Error::EventEncode) on every node
+    /// alike and none of its events are published; as with any failure, the
+    /// model must then be unchanged: emit before mutating (or check with
+    /// [`try_emit`](CommandContext::try_emit)), or run in
+    /// [`ApplyMode::Safe`](crate::settings::ApplyMode::Safe), which discards
+    /// the command's changes.
+    ///
+    /// Serialize deterministically (a `BTreeMap`, not a `HashMap`), so every
+    /// node hands out the same bytes.
+    pub fn emit(&mut self, event: impl Serialize) {
+        let _ = self.emitted.push(event);
+    }
+
+    /// As [`emit`](CommandContext::emit), telling the model whether the event
+    /// could be serialized, so it can refuse the command before mutating.
+    ///
+    /// # Errors
+    ///
+    /// The serializer's error; the command fails even if the model ignores it.
+    pub fn try_emit(&mut self, event: impl Serialize) -> Result<(), serde_json::Error> {
+        self.emitted.push(event)
+    }
+
+    /// The JSON of the events emitted so far (for testing a model outside an
+    /// engine).
+    pub fn emitted(&self) -> &[Arc<str>] {
+        &self.emitted.events
     }
 }
 
