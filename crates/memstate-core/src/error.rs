@@ -137,6 +137,17 @@ pub enum Error {
         /// The decoder's message.
         reason: String,
     },
+    /// The command emitted an event that could not be serialized: the
+    /// command failed, on every node alike, and none of its events were
+    /// delivered. In safe mode the model is unchanged; in direct mode it
+    /// keeps whatever the command did (emit before mutating).
+    #[error("command {command_id} emitted an event that cannot be serialized: {reason}")]
+    EventEncode {
+        /// The command.
+        command_id: CommandId,
+        /// The serializer's message.
+        reason: String,
+    },
     /// Single-leader mode: the command did not come from the current leader.
     #[error("not the leader (current leader: {}, epoch {epoch})", leader.as_ref().map(|l| l.to_string()).unwrap_or_else(|| "none".into()))]
     NotLeader {

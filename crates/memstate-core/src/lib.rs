@@ -5,8 +5,8 @@ pub mod cursor;
 mod dedup;
 pub mod engine;
 pub mod envelope;
-pub mod events;
 pub mod error;
+pub mod events;
 pub mod memory;
 pub mod metrics;
 pub mod model;
@@ -18,14 +18,14 @@ pub mod truncation;
 pub use consistency::Consistency;
 pub use dedup::Rejection;
 pub use engine::{
-    Engine, EngineBuilder, Executed, IntoStream, Lag, Leadership, LeadershipConfig, Session,
-    SnapshotStats, Stats, Status,
+    AsOf, Engine, EngineBuilder, Executed, IntoStream, Lag, Leadership, LeadershipConfig,
+    PastState, Session, SnapshotStats, Stats, Status, TimeTravel,
 };
 pub use envelope::{Body, CommandId, Control, Envelope, FORMAT_VERSION, FrameError, NodeId};
+pub use error::{Error, ExecuteError, HaltReason};
 pub use events::{
     Event, EventError, EventModel, EventStats, EventSubscription, EventWindow, EventsFrom, RawEvent,
 };
-pub use error::{Error, ExecuteError, HaltReason};
 pub use memory::{MemoryStream, SubscriberFaults};
 pub use model::{CommandContext, DeterministicRng, Model};
 pub use settings::{ApplyMode, BadRecordPolicy, DedupWindow, Settings, WriteMode};

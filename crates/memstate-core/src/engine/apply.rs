@@ -12,6 +12,7 @@ use super::replicated::{Admission, Opened, Replicated};
 use crate::dedup::Rejection;
 use crate::envelope::{CommandId, Envelope};
 use crate::error::{Error, HaltReason};
+use crate::events::RawEvent;
 use crate::model::{CommandContext, Model};
 use crate::settings::{ApplyMode, BadRecordPolicy, Settings};
 use crate::stream::{Cursor, Record, Stream};
@@ -59,22 +60,39 @@ pub(crate) struct Applier<'a, M: Model> {
     pub(crate) counters: &'a mut Counters,
     pub(crate) model: &'a mut M,
     pub(crate) outcomes: &'a mut Outcomes<M>,
+    /// Events of the commands that succeeded, in log order.
+    pub(crate) events: &'a mut Vec<RawEvent>,
 }
 
 impl<M: Model> Applier<'_, M> {
     /// Applies one record. `Err` halts the engine.
     pub(crate) fn apply_record(&mut self, record: Record) -> Result<(), HaltReason> {
+        self.apply_record_until(record, &mut |_, _| false)
+            .map(|_| ())
+    }
+
+    /// Applies one record, but stops before the first envelope for which
+    /// `stop(envelope, the index it would get)` holds (time travel); returns
+    /// whether it stopped. A record it stops in is not marked applied.
+    pub(crate) fn apply_record_until(
+        &mut self,
+        record: Record,
+        stop: &mut dyn FnMut(&Envelope, u64) -> bool,
+    ) -> Result<bool, HaltReason> {
         match self.state.open_record(self.stream, &record)? {
             Opened::Redelivery => self.counters.redeliveries_dropped += 1,
             Opened::SkippedBadRecord => self.counters.bad_records_skipped += 1,
             Opened::Frame(envelopes) => {
                 for envelope in envelopes {
+                    if stop(&envelope, self.state.applied_index + 1) {
+                        return Ok(true);
+                    }
                     self.apply_envelope(envelope, &record.cursor)?;
                 }
                 self.state.cursor = Some(record.cursor);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     fn complete(&mut self, id: CommandId, completion: Completion<M>) {
@@ -167,6 +185,11 @@ impl<M: Model> Applier<'_, M> {
             ApplyMode::Direct => {
                 let model = &mut *self.model;
                 match catch_unwind(AssertUnwindSafe(|| model.apply(command, &mut ctx))) {
+                    // The model's changes stay (direct mode cannot undo them);
+                    // its events are dropped with the failed command.
+                    Ok(Ok(_)) if ctx.emitted.failure.is_some() => {
+                        Completion::Failed(event_encode_error(id, &ctx))
+                    }
                     Ok(result) => Completion::Applied { index, result },
                     Err(panic) => {
                         let reason = HaltReason::Poisoned {
@@ -181,6 +204,9 @@ impl<M: Model> Applier<'_, M> {
             ApplyMode::Safe => {
                 let mut copy = self.model.clone();
                 match catch_unwind(AssertUnwindSafe(|| copy.apply(command, &mut ctx))) {
+                    Ok(Ok(_)) if ctx.emitted.failure.is_some() => {
+                        Completion::Failed(event_encode_error(id, &ctx))
+                    }
                     Ok(Ok(output)) => {
                         *self.model = copy;
                         Completion::Applied {
@@ -207,6 +233,10 @@ impl<M: Model> Applier<'_, M> {
         };
         self.state.decide(&envelope, None);
         self.counters.commands_applied += 1;
+        if let Completion::Applied { result: Ok(_), .. } = &completion {
+            let emitted = std::mem::take(&mut ctx.emitted);
+            self.events.extend(emitted.into_raw(index, id));
+        }
         self.complete(id, completion);
         Ok(())
     }
@@ -219,6 +249,14 @@ pub(crate) fn check_settings(local: &Settings, stream: &Settings) -> Result<(), 
         Ok(())
     } else {
         Err(HaltReason::SettingsMismatch { differences })
+    }
+}
+
+/// A command whose event could not be serialized fails, on every node alike.
+fn event_encode_error(command_id: CommandId, ctx: &CommandContext<'_>) -> Error {
+    Error::EventEncode {
+        command_id,
+        reason: ctx.emitted.failure.clone().unwrap_or_default(),
     }
 }
 

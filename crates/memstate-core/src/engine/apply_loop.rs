@@ -19,6 +19,7 @@ use super::apply::{Applier, Counters, Outcomes};
 use super::replicated::Replicated;
 use crate::envelope::CommandId;
 use crate::error::HaltReason;
+use crate::events::{EventLog, EventWindow};
 use crate::model::Model;
 use crate::stream::{Cursor, Record, StreamError, Subscription};
 
@@ -48,13 +49,22 @@ pub(super) struct Applied<M: Model> {
     /// Published after every record.
     pub(super) progress: watch::Sender<Progress>,
     /// Operator's skip list (configured on every node alike).
-    skip: HashSet<CommandId>,
+    pub(super) skip: HashSet<CommandId>,
+    /// The events derived here, handed out after each record.
+    pub(super) events: Arc<EventLog>,
 }
 
 impl<M: Model> Applied<M> {
     /// The state a node starts from (restored from a snapshot or empty).
-    pub(super) fn new(model: M, state: Replicated, skip: HashSet<CommandId>) -> Self {
+    pub(super) fn new(
+        model: M,
+        state: Replicated,
+        skip: HashSet<CommandId>,
+        window: EventWindow,
+    ) -> Self {
         Self {
+            // Events are derived from what this node applies: none before its start.
+            events: Arc::new(EventLog::new(window, state.applied_index)),
             progress: watch::channel(Progress::of(&state)).0,
             model: RwLock::new(model),
             state: Mutex::new(state),
@@ -75,11 +85,13 @@ impl<M: Model> Applied<M> {
 }
 
 impl<M: Model> Node<M> {
-    /// Applies one record under the locks, publishes progress, then resolves
-    /// the waiters. `Err` halts the engine.
+    /// Applies one record under the locks, publishes progress, then the
+    /// record's events (their effect is visible by now), then resolves the
+    /// waiters. `Err` halts the engine.
     fn apply_record(&self, record: Record) -> Result<(), HaltReason> {
         let mut outcomes: Outcomes<M> = Vec::new();
-        let result = {
+        let mut events = Vec::new();
+        let (result, applied_index) = {
             let applied = &self.applied;
             let mut state = applied.state.lock();
             let mut counters = applied.counters.lock();
@@ -92,15 +104,26 @@ impl<M: Model> Node<M> {
                 counters: &mut counters,
                 model: &mut *model,
                 outcomes: &mut outcomes,
+                events: &mut events,
             };
             let result = applier.apply_record(record);
             self.leader_watch.observe(counters.leader_signals);
             drop(model);
             applied.progress.send_replace(Progress::of(&state));
-            result
+            (result, state.applied_index)
         };
+        self.applied.events.publish(applied_index, events);
         self.submitter.resolve(outcomes);
         result
+    }
+}
+
+/// Closes the event log when the apply loop ends.
+struct CloseOnDrop(Arc<EventLog>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -123,6 +146,8 @@ pub(super) async fn apply_loop<M: Model>(
     node: Arc<Node<M>>,
     mut subscription: Box<dyn Subscription>,
 ) {
+    // However the loop ends, no more events will come: subscriptions drain and end.
+    let _close_events = CloseOnDrop(Arc::clone(&node.applied.events));
     let mut shutdown = node.submitter.shutdown.subscribe();
     let mut failures = 0u32;
     loop {

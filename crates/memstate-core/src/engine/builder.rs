@@ -23,6 +23,7 @@ use super::writer;
 use super::{Node, ShutdownOnDrop};
 use crate::envelope::{CommandId, Control, FRAME_OVERHEAD, NodeId};
 use crate::error::Error;
+use crate::events::EventWindow;
 use crate::model::Model;
 use crate::settings::Settings;
 use crate::snapshot::{SnapshotPolicy, SnapshotStore};
@@ -194,6 +195,14 @@ impl<M: Model> EngineBuilder<M> {
         self
     }
 
+    /// How many recent events this node retains for subscribers to resume
+    /// from and catch up with (default: [`EventWindow::default`]). See
+    /// [`crate::events`].
+    pub fn event_window(mut self, window: EventWindow) -> Self {
+        self.config.event_window = window;
+        self
+    }
+
     /// Replays the stream, then serves. Appends a Genesis record (this node's
     /// settings) and returns once it has read that record back, so every
     /// record written before the call is applied when it returns.
@@ -230,6 +239,7 @@ impl<M: Model> EngineBuilder<M> {
         })??;
         let (queue_tx, queue_rx) = mpsc::channel(self.config.queue_capacity);
         let node_id = self.node_id.unwrap_or_else(NodeId::random);
+        let event_window = self.config.event_window;
         let node = Arc::new(Node {
             metrics: crate::metrics::EngineMetrics::new(&node_id),
             info: NodeInfo {
@@ -241,7 +251,7 @@ impl<M: Model> EngineBuilder<M> {
                 exact_head: caps.exact_head,
             },
             submitter: Submitter::new(queue_tx),
-            applied: Applied::new(model, replicated, self.skip),
+            applied: Applied::new(model, replicated, self.skip, event_window),
             reads: Reads::default(),
             leader_watch: LeaderWatch::new(),
             snapshots: Snapshots::new(self.snapshots, snapshot_progress),

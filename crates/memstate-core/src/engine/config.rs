@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::leadership::LeadershipConfig;
 use crate::envelope::{Body, CommandId, Envelope, NodeId};
+use crate::events::EventWindow;
 use crate::settings::Settings;
 use crate::stream::Stream;
 
@@ -20,6 +21,7 @@ pub(super) struct LocalConfig {
     pub(super) queue_capacity: usize,
     pub(super) resubscribe_attempts: u32,
     pub(super) leadership: Option<LeadershipConfig>,
+    pub(super) event_window: EventWindow,
 }
 
 impl Default for LocalConfig {
@@ -34,6 +36,7 @@ impl Default for LocalConfig {
             queue_capacity: 16 * 1024,
             resubscribe_attempts: 5,
             leadership: None,
+            event_window: EventWindow::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ mod apply;
 mod apply_loop;
 mod builder;
 mod config;
+mod events;
 mod leadership;
 mod reads;
 mod replicated;
@@ -33,6 +34,7 @@ mod snapshots;
 mod stats;
 mod submit;
 mod tail;
+mod time_travel;
 mod writer;
 
 use std::sync::Arc;
@@ -47,6 +49,7 @@ pub use replicated::Leadership;
 pub use snapshots::SnapshotStats;
 pub use stats::{Stats, Status};
 pub use tail::Lag;
+pub use time_travel::{AsOf, PastState, TimeTravel};
 
 use apply_loop::Applied;
 use config::NodeInfo;

@@ -137,7 +137,14 @@ pub(super) async fn restore_at_start<M>(
     let Some(hooks) = hooks else {
         return Ok((model, Replicated::default(), progress));
     };
-    match restore(hooks, local, &mut progress.stats.rejected_at_start).await? {
+    match restore(
+        hooks,
+        local,
+        &mut progress.stats.rejected_at_start,
+        SnapshotBound::Newest,
+    )
+    .await?
+    {
         Some(restored) => {
             tracing::info!(applied_index = restored.meta.applied_index, cursor = ?restored.meta.cursor, "restored a snapshot; replaying the log after it");
             progress.index_at_last = restored.meta.applied_index;
@@ -151,15 +158,43 @@ pub(super) async fn restore_at_start<M>(
     }
 }
 
-/// Finds the newest snapshot that loads, verifies, decodes and matches the
-/// local settings. Corrupt ones are reported and skipped.
+/// Which snapshots may be used.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum SnapshotBound {
+    /// Any: the newest.
+    Newest,
+    /// Only those at or before this applied index.
+    Index(u64),
+    /// Only those taken at or before this moment (ms since the Unix epoch,
+    /// by the clock of the node that took them).
+    TakenBy(u64),
+}
+
+/// The newest usable snapshot within `bound`, if there is a store and one
+/// (time travel: the state to replay from).
+pub(super) async fn restore_bounded<M>(
+    hooks: Option<&SnapshotHooks<M>>,
+    local: &Settings,
+    bound: SnapshotBound,
+) -> Result<Option<(M, Replicated)>, Error> {
+    let Some(hooks) = hooks else { return Ok(None) };
+    let restored = restore(hooks, local, &mut Vec::new(), bound).await?;
+    Ok(restored.map(|r| (r.model, r.replicated)))
+}
+
+/// Finds the newest snapshot within `bound` that loads, verifies, decodes
+/// and matches the local settings. Corrupt ones are reported and skipped.
 async fn restore<M>(
     hooks: &SnapshotHooks<M>,
     local: &Settings,
     rejected: &mut Vec<String>,
+    bound: SnapshotBound,
 ) -> Result<Option<Restored<M>>, Error> {
     let listed = hooks.store.list().await.map_err(Error::Snapshot)?;
     for stored in listed {
+        if matches!(bound, SnapshotBound::Index(i) if stored.applied_index > i) {
+            continue;
+        }
         let body = match hooks.store.load(&stored).await {
             Ok(body) => body,
             Err(e @ SnapshotError::UnknownVersion { .. }) => return Err(Error::Snapshot(e)),
@@ -178,6 +213,9 @@ async fn restore<M>(
                 continue;
             }
         };
+        if matches!(bound, SnapshotBound::TakenBy(ms) if parsed.meta.taken_at_ms > ms) {
+            continue;
+        }
         let model = match (hooks.decode)(parsed.model) {
             Ok(m) => m,
             Err(e) => {
@@ -253,6 +291,11 @@ impl<M> Snapshots<M> {
             hooks,
             progress: Mutex::new(progress),
         }
+    }
+
+    /// The store, when this node keeps snapshots.
+    pub(super) fn store(&self) -> Option<Arc<dyn SnapshotStore>> {
+        self.hooks.as_ref().map(|h| Arc::clone(&h.store))
     }
 
     /// What this node did with snapshots so far.

@@ -8,6 +8,7 @@ use super::snapshots::SnapshotStats;
 use super::tail::Lag;
 use crate::envelope::NodeId;
 use crate::error::HaltReason;
+use crate::events::EventStats;
 use crate::model::Model;
 use crate::settings::Settings;
 use crate::stream::Cursor;
@@ -73,6 +74,8 @@ pub struct Stats {
     pub settings: Option<Settings>,
     /// Snapshots restored and taken.
     pub snapshots: SnapshotStats,
+    /// The retained window of events and how far behind its subscribers are.
+    pub events: EventStats,
 }
 
 impl<M: Model> Node<M> {
@@ -101,6 +104,7 @@ impl<M: Model> Node<M> {
             commands_fenced: counters.commands_fenced,
             settings: state.genesis.clone(),
             snapshots: self.snapshots.stats(),
+            events: self.applied.events.stats(),
         }
     }
 }

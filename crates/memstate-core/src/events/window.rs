@@ -177,7 +177,11 @@ impl EventLog {
                     after: index,
                     resumable_after,
                 };
-                (resumable_after, window.seq_after(resumable_after), Some(gap))
+                (
+                    resumable_after,
+                    window.seq_after(resumable_after),
+                    Some(gap),
+                )
             }
             EventsFrom::After(index) => (index, window.seq_after(index), None),
         };
@@ -552,16 +556,23 @@ mod tests {
             None,
         );
         log.publish(1, command(1, &["not a number"]));
-        log.publish(2, vec![Event {
-            index: 2,
-            command_id: CommandId::random(),
-            seq: 0,
-            last_in_command: true,
-            event: Arc::from("7"),
-        }]);
+        log.publish(
+            2,
+            vec![Event {
+                index: 2,
+                command_id: CommandId::random(),
+                seq: 0,
+                last_in_command: true,
+                event: Arc::from("7"),
+            }],
+        );
         assert!(matches!(
             sub.try_next(),
-            Err(EventError::Decode { index: 1, seq: 0, .. })
+            Err(EventError::Decode {
+                index: 1,
+                seq: 0,
+                ..
+            })
         ));
         assert_eq!(sub.try_next().unwrap().map(|e| e.event), Some(7));
     }
