@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use memstate_core::{CommandContext, Model};
+use memstate_core::{CommandContext, EventModel, Model};
 use serde::{Deserialize, Serialize};
 
 /// Counters by key, and a hash of everything applied, in order.
@@ -49,6 +49,24 @@ impl TallyCommand {
     }
 }
 
+/// What [`Tally`] emits: one event per command that changes a counter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TallyEvent {
+    /// A counter changed.
+    Changed {
+        /// Which counter.
+        key: String,
+        /// By how much.
+        delta: i64,
+        /// Its new value.
+        value: i64,
+    },
+}
+
+impl EventModel for Tally {
+    type Event = TallyEvent;
+}
+
 const FNV_PRIME: u64 = 0x100_0000_01b3;
 
 fn mix(hash: u64, bytes: &[u8]) -> u64 {
@@ -68,9 +86,24 @@ impl Model for Tally {
         ctx: &mut CommandContext<'_>,
     ) -> Result<i64, String> {
         let (key, delta) = match command {
-            TallyCommand::Add { key, amount } => (key, amount),
+            TallyCommand::Add { key, amount } => {
+                let value = self.values.get(&key).copied().unwrap_or(0) + amount;
+                ctx.emit(TallyEvent::Changed {
+                    key: key.clone(),
+                    delta: amount,
+                    value,
+                });
+                (key, amount)
+            }
             TallyCommand::Take { key, amount } => {
                 let have = self.values.get(&key).copied().unwrap_or(0);
+                // Emitted before the check on purpose: a refused command's
+                // events must be dropped by the engine, not by the model.
+                ctx.emit(TallyEvent::Changed {
+                    key: key.clone(),
+                    delta: -amount,
+                    value: have - amount,
+                });
                 if have < amount {
                     return Err(format!("{key} holds {have}, cannot take {amount}"));
                 }

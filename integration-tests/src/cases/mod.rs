@@ -2,6 +2,7 @@
 //! every adapter's output.
 
 mod engine;
+mod events;
 mod leadership;
 mod stream;
 
@@ -214,6 +215,26 @@ pub fn all() -> Vec<Case> {
             engine::restart_from_a_snapshot_replays_only_the_tail,
             [4, 9],
             "a snapshot resumes the subscription after its cursor"
+        ),
+        case!(
+            events::every_node_yields_the_same_events_under_concurrent_writers,
+            [4],
+            "events are derived alike on every node"
+        ),
+        case!(
+            events::a_restarted_node_resumes_events_by_index_without_gap_or_repeat,
+            [4, 8, 9],
+            "events resume by applied index across a restart from a snapshot"
+        ),
+        case!(
+            events::failed_and_fenced_commands_emit_nothing,
+            [4],
+            "events only from commands that took effect"
+        ),
+        case!(
+            events::state_as_of_an_index_equals_a_node_that_stopped_there,
+            [4, 9],
+            "time travel from the nearest snapshot at or before the point"
         ),
         case!(
             engine::smoke_ten_thousand_commands,
