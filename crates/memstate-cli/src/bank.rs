@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use memstate_core::{CommandContext, Model};
+use memstate_core::{CommandContext, EventModel, Model};
 use serde::{Deserialize, Serialize};
 
 /// Accounts and their balances, in cents.
@@ -56,6 +56,27 @@ pub enum BankError {
     Overflow(String),
 }
 
+/// What the bank tells the world after a command succeeds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BankEvent {
+    /// Money moved between two accounts.
+    Transferred {
+        /// The paying account.
+        from: String,
+        /// The receiving account.
+        to: String,
+        /// How much.
+        amount: u64,
+        /// The node that wrote the command.
+        by: String,
+    },
+}
+
+impl EventModel for Bank {
+    type Event = BankEvent;
+}
+
 impl Bank {
     /// The balance of `account`.
     pub fn balance(&self, account: &str) -> Option<u64> {
@@ -99,7 +120,7 @@ impl Model for Bank {
     fn apply(
         &mut self,
         command: BankCommand,
-        _ctx: &mut CommandContext<'_>,
+        ctx: &mut CommandContext<'_>,
     ) -> Result<u64, BankError> {
         match command {
             BankCommand::Open { account, initial } => {
@@ -145,6 +166,12 @@ impl Model for Bank {
                 let credited = target
                     .checked_add(amount)
                     .ok_or_else(|| BankError::Overflow(to.clone()))?;
+                ctx.emit(BankEvent::Transferred {
+                    from: from.clone(),
+                    to: to.clone(),
+                    amount,
+                    by: ctx.origin().to_string(),
+                });
                 self.accounts.insert(from, source - amount);
                 self.accounts.insert(to, credited);
                 Ok(source - amount)
@@ -237,6 +264,46 @@ mod tests {
         );
         assert_eq!(bank, before);
         assert_eq!(bank.total(), 105);
+    }
+
+    #[test]
+    fn a_transfer_emits_one_event_naming_its_writer_and_a_refusal_none() {
+        let mut bank = Bank::default();
+        for (account, initial) in [("a", 10), ("b", 0)] {
+            apply(
+                &mut bank,
+                BankCommand::Open {
+                    account: account.into(),
+                    initial,
+                },
+            )
+            .unwrap();
+        }
+        let node = NodeId::new("node-7");
+        let mut ctx = CommandContext::new(CommandId::random(), &node, 0, 3);
+        let transfer = |amount| BankCommand::Transfer {
+            from: "a".into(),
+            to: "b".into(),
+            amount,
+        };
+        bank.apply(transfer(4), &mut ctx).unwrap();
+        let events: Vec<BankEvent> = ctx
+            .emitted()
+            .iter()
+            .map(|json| serde_json::from_str(json).unwrap())
+            .collect();
+        assert_eq!(
+            events,
+            vec![BankEvent::Transferred {
+                from: "a".into(),
+                to: "b".into(),
+                amount: 4,
+                by: "node-7".into(),
+            }]
+        );
+        let mut refused = CommandContext::new(CommandId::random(), &node, 0, 4);
+        assert!(bank.apply(transfer(100), &mut refused).is_err());
+        assert!(refused.emitted().is_empty());
     }
 
     #[test]

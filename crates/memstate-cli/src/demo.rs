@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use memstate_core::{
-    Consistency, Engine, EngineBuilder, ExecuteError, FileSnapshotStore, SnapshotPolicy,
+    Consistency, Engine, EngineBuilder, EventError, EventWindow, EventsFrom, ExecuteError,
+    FileSnapshotStore, SnapshotPolicy,
 };
+use tokio::task::JoinHandle;
 
 use crate::CliError;
 use crate::backend::BackendArgs;
-use crate::bank::{Bank, BankCommand, BankError};
+use crate::bank::{Bank, BankCommand, BankError, BankEvent};
 use crate::stats::{Latency, ms};
 
 /// Runs a bank on several nodes sharing one stream.
@@ -50,6 +52,11 @@ pub struct DemoArgs {
     /// by restarting a node from its snapshot and from the whole log).
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
+    /// Transfers of at least this amount are "large": the last node
+    /// subscribes to the events of those written by the other nodes and
+    /// prints them (default: the top 2% of --max-amount).
+    #[arg(long)]
+    pub large: Option<u64>,
     /// Print no progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -58,6 +65,56 @@ pub struct DemoArgs {
 struct Lane {
     latencies: Vec<Duration>,
     refused: u64,
+    /// Large transfers this lane wrote that succeeded.
+    large: u64,
+}
+
+/// Large transfers one node learned of through its event subscription.
+struct Watched {
+    node: String,
+    seen: u64,
+}
+
+/// Subscribes `watcher` to large transfers written by the other nodes; prints
+/// the first few as they arrive and counts all of them until the engine stops.
+fn watch_large_transfers(
+    watcher: &Engine<Bank>,
+    large: u64,
+) -> JoinHandle<Result<Watched, CliError>> {
+    let node = watcher.stats().node_id.to_string();
+    let me = node.clone();
+    let mut events = watcher.events_filtered(EventsFrom::Now, move |e: &BankEvent| {
+        let BankEvent::Transferred { amount, by, .. } = e;
+        *amount >= large && *by != me
+    });
+    tokio::spawn(async move {
+        let mut seen = 0u64;
+        loop {
+            match events.next().await {
+                Ok(event) => {
+                    seen += 1;
+                    let BankEvent::Transferred {
+                        from,
+                        to,
+                        amount,
+                        by,
+                    } = event.event;
+                    if seen <= 5 {
+                        println!(
+                            "  {node} event at index {}: {by} moved {amount} from {from} to {to}",
+                            event.index
+                        );
+                    }
+                }
+                Err(EventError::Closed) => return Ok(Watched { node, seen }),
+                Err(e) => {
+                    return Err(CliError::Demo(format!(
+                        "the event subscription failed: {e}"
+                    )));
+                }
+            }
+        }
+    })
 }
 
 fn xorshift(state: &mut u64) -> u64 {
@@ -128,11 +185,24 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
         .map_err(|e| CliError::Demo(e.to_string()))?
         .progress_chars("=> "),
     );
+    let large = args
+        .large
+        .unwrap_or_else(|| args.max_amount.max(1) - args.max_amount.max(1) / 50);
+    let watcher = nodes.last().filter(|_| nodes.len() > 1);
+    let watch = watcher.map(|w| {
+        println!(
+            "{} prints large transfers (>= {large}) written by the other nodes, from its event subscription:",
+            w.stats().node_id
+        );
+        watch_large_transfers(w, large)
+    });
+    let watcher_lane = u64::from(args.nodes) - 1;
     let lanes_total = u64::from(args.nodes) * u64::from(args.concurrency);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for lane in 0..lanes_total {
         let node = nodes[(lane % u64::from(args.nodes)) as usize].clone();
+        let watched = watch.is_some() && lane % u64::from(args.nodes) != watcher_lane;
         let count = args.transfers / lanes_total + u64::from(lane < args.transfers % lanes_total);
         let bar = bar.clone();
         let (accounts, max_amount) = (args.accounts, args.max_amount.max(1));
@@ -141,6 +211,7 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
             let mut out = Lane {
                 latencies: Vec::with_capacity(count as usize),
                 refused: 0,
+                large: 0,
             };
             for _ in 0..count {
                 let from = xorshift(&mut rng) % u64::from(accounts);
@@ -154,6 +225,7 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
                 };
                 let t = Instant::now();
                 match node.execute(cmd).await {
+                    Ok(_) if watched && amount >= large => out.large += 1,
                     Ok(_) => {}
                     Err(ExecuteError::Rejected { .. }) => out.refused += 1,
                     Err(e) => return Err(CliError::Demo(format!("a transfer failed: {e}"))),
@@ -166,12 +238,14 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
     }
     let mut latencies = Vec::with_capacity(args.transfers as usize);
     let mut refused = 0;
+    let mut large_written = 0;
     for t in tasks {
         let lane = t
             .await
             .map_err(|e| CliError::Demo(format!("a transfer task failed: {e}")))??;
         latencies.extend(lane.latencies);
         refused += lane.refused;
+        large_written += lane.large;
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
@@ -233,6 +307,24 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
     for node in nodes {
         node.shutdown().await;
     }
+    // A stopped engine closes its subscriptions once everything is handed out.
+    let mut events_complete = true;
+    if let Some(watch) = watch {
+        let watched = watch
+            .await
+            .map_err(|e| CliError::Demo(format!("the event task failed: {e}")))??;
+        events_complete = watched.seen == large_written;
+        println!(
+            "{} received {} large-transfer events; the other nodes wrote {large_written} large transfers that succeeded: {}",
+            watched.node,
+            watched.seen,
+            if events_complete {
+                "all delivered"
+            } else {
+                "MISMATCH"
+            }
+        );
+    }
 
     // Restart node-0 twice: from its newest snapshot, then from nothing.
     let started = Instant::now();
@@ -282,7 +374,7 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
     if args.backend.dir.is_none() && opened.journal_dir().is_some() {
         println!("(the journal was in a temporary directory; pass --dir DIR to keep it)");
     }
-    Ok(agree && ok && same)
+    Ok(agree && ok && same && events_complete)
 }
 
 async fn node(
@@ -295,6 +387,12 @@ async fn node(
     Ok(EngineBuilder::with_shared_stream(Bank::default(), stream)
         .node_id(format!("node-{i}"))
         .snapshots(FileSnapshotStore::new(snapshots), policy)
+        // Room for the watching node's subscriber to fall well behind a
+        // fast run without losing events.
+        .event_window(EventWindow {
+            max_events: 100_000,
+            max_bytes: 64 * 1024 * 1024,
+        })
         .start()
         .await?)
 }

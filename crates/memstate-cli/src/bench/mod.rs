@@ -15,6 +15,7 @@
 //! accounts. Results go to `target/bench/<time>.json` and `latest.json`.
 //! See `docs/benchmarks.md`.
 
+mod events;
 mod file;
 mod kafka;
 mod kinesis;
@@ -54,6 +55,8 @@ pub enum Part {
     Memory,
     /// Query throughput while writes run.
     Query,
+    /// Writes with 0 and 4 event subscribers.
+    Events,
 }
 
 /// Measures memstate against the raw backends and SQLite.
@@ -305,6 +308,12 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
         not_selected()
     };
 
+    let events = if wanted(&args, Part::Events) {
+        Section::from_result(events::run(&plan, &work).await)
+    } else {
+        not_selected()
+    };
+
     let report = Report {
         started_at,
         finished_at: report::utc_now(),
@@ -316,6 +325,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
         sqlite,
         replay,
         query,
+        events,
     };
     print!("{}", report::table(&report));
     let path = report::write(&report, &args.out_dir).map_err(CliError::Demo)?;
@@ -325,6 +335,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
         || report.sqlite.failed()
         || report.replay.failed()
         || report.query.failed()
+        || report.events.failed()
         || report.backends.iter().any(|b| b.outcome.failed());
     Ok(!failed)
 }

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::events::EventCost;
 use super::load::Measurement;
 use super::memory::Memory;
 use super::query::Queries;
@@ -25,6 +26,7 @@ pub(crate) struct Report {
     pub sqlite: Section<Vec<TierPoint>>,
     pub replay: Section<Vec<Replay>>,
     pub query: Section<Queries>,
+    pub events: Section<EventCost>,
 }
 
 /// A part of the run: its result, or why there is none.
@@ -372,6 +374,22 @@ pub(crate) fn table(report: &Report) -> String {
             }
         }
         other => section_line(&mut out, "query", other),
+    }
+    match &report.events {
+        Section::Run { result } => {
+            let _ = writeln!(
+                out,
+                "\nevents ({} writer clients, file journal): {:.0} commands/s without subscribers, {:.0} with {} ({:.2}x; {} events received, {} gaps)",
+                result.writers,
+                result.without_subscribers.per_sec,
+                result.with_subscribers.per_sec,
+                result.subscribers,
+                result.ratio,
+                result.events_received,
+                result.gaps
+            );
+        }
+        other => section_line(&mut out, "events", other),
     }
     match &report.memory {
         Section::Run { result } => {
