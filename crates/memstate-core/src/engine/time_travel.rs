@@ -49,7 +49,9 @@ pub struct PastState<M> {
     pub last_applied_ms: Option<u64>,
 }
 
-/// Rebuilds a past state of a stream's model. See the [module](self) docs.
+/// Rebuilds a past state of a stream's model: restores the newest snapshot at
+/// or before the point, replays the log after it under the engine's rules, and
+/// stops at the point. Only reads the stream: engines using it are not disturbed.
 ///
 /// # Examples
 ///
