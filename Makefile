@@ -13,6 +13,9 @@
 #   make fmt            format the code
 #   make backends-up    start local backends; their endpoints go to .backends/env
 #   make backends-down  stop them
+#   make fuzz           property-based fuzzing, a million inputs per target (CI: a short pass in make test)
+#   make torture        fault harnesses: writers SIGKILLed, torn and cut journals (CI: a short run)
+#   make mutants        cargo-mutants over the guarantee code of memstate-core and memstate-file
 
 CARGO ?= cargo
 BACKENDS := integration-tests/scripts/backends.sh
@@ -92,3 +95,30 @@ backends-up:
 
 backends-down:
 	bash $(BACKENDS) down
+
+
+.PHONY: fuzz torture-file mutants
+
+# Fuzzing: the proptest targets `cargo test` runs briefly, with a million inputs each.
+FUZZ_CASES ?= 1000000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p memstate-core --test fuzz
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p memstate-file --test fuzz
+
+# Fault harnesses. Each harness is one prerequisite of `torture`; add yours
+# with its own `torture: torture-NAME` line and rule.
+TORTURE_ROUNDS ?= 300
+TORTURE_SEED ?= 1
+torture: torture-file
+torture-file:
+	$(CARGO) run --release -p memstate-conformance --bin torture_file -- --rounds $(TORTURE_ROUNDS) --seed $(TORTURE_SEED)
+
+# Mutation testing of the guarantee code (slow: hours on 2 cores for all of it).
+# Narrow it with MUTANTS_ARGS, e.g. MUTANTS_ARGS="--file crates/memstate-file/src/scan.rs".
+# Install: cargo install cargo-mutants --locked
+MUTANTS_ARGS ?= --file crates/memstate-core/src/dedup.rs --file crates/memstate-core/src/engine/apply.rs \
+	--file crates/memstate-core/src/engine/snapshots.rs --file crates/memstate-core/src/engine/reads.rs \
+	--file crates/memstate-core/src/engine/tail.rs --file crates/memstate-core/src/engine/leadership.rs \
+	--file crates/memstate-file/src/scan.rs --file crates/memstate-file/src/recovery.rs
+mutants:
+	$(CARGO) mutants --package memstate-core --package memstate-file $(MUTANTS_ARGS)
