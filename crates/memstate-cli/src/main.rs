@@ -38,6 +38,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve the built-in JSON key-value model over HTTP (API, events, metrics, console).
     Serve(serve::ServeArgs),
+    /// One node process of `memstate bench`'s cluster tier (run by the bench).
+    #[cfg(feature = "bench")]
+    #[command(hide = true)]
+    BenchNode(bench::cluster::node::NodeArgs),
     /// Drop file-journal segments before every node's oldest snapshot (opt-in).
     Truncate(truncate::TruncateArgs),
 }
@@ -83,6 +87,8 @@ fn main() -> ExitCode {
             #[cfg(feature = "bench")]
             Command::Bench(args) => bench::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            #[cfg(feature = "bench")]
+            Command::BenchNode(args) => bench::cluster::node::run(args).await,
             Command::Truncate(args) => truncate::run(args).await,
         }
     });

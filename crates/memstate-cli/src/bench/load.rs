@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::Latency;
 
@@ -19,7 +19,7 @@ pub(crate) enum Budget {
 }
 
 /// What one point measured: operations completed in the window and their latencies.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Measurement {
     /// Concurrent clients.
     pub clients: usize,

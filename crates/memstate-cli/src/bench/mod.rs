@@ -12,10 +12,13 @@
 //!
 //! Beside them: SQLite doing the same transfers, replay speed from a journal
 //! of a million commands, queries while writes run, and memory per million
-//! accounts. Results go to `target/bench/<time>.json` and `latest.json`.
+//! accounts. The cluster tier runs several node processes on one stream of
+//! each backend (`cluster/`). Results go to `target/bench/<time>.json` and
+//! `latest.json`.
 //! See `docs/benchmarks.md`.
 
 mod events;
+pub(crate) mod cluster;
 mod file;
 mod kafka;
 mod kinesis;
@@ -57,6 +60,8 @@ pub enum Part {
     Query,
     /// Writes with 0 and 4 event subscribers.
     Events,
+    /// Several node processes on one stream of each backend.
+    Cluster,
 }
 
 /// Measures memstate against the raw backends and SQLite.
@@ -95,6 +100,19 @@ pub struct BenchArgs {
     /// Where the servers answer; Kafka and Kinesis are not run without them.
     #[command(flatten)]
     pub endpoints: crate::backend::EndpointArgs,
+    /// Node processes of the cluster tier.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub cluster_nodes: usize,
+    /// Closed-loop clients of the cluster tier, spread over its nodes.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub cluster_clients: usize,
+    /// Commands per second node 0 writes while node 1 reads (the cluster tier's pair phase).
+    #[arg(long, value_name = "PER_SEC", default_value_t = 500.0)]
+    pub cluster_rate: f64,
+    /// Another Kafka run of the cluster tier with these consumer/producer
+    /// properties (`key=value;key=value`; repeatable).
+    #[arg(long, value_name = "PROPERTIES")]
+    pub cluster_kafka_variant: Vec<String>,
     /// Where the JSON results go.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub out_dir: PathBuf,
@@ -182,6 +200,43 @@ impl Plan {
         let mut sorted = self.clients.clone();
         sorted.sort_unstable();
         sorted.get(sorted.len() / 2).copied().unwrap_or(16)
+    }
+}
+
+/// A tier beside the built-in parts (the cluster tier; others add theirs the
+/// same way: a `Part`, a module whose `run` returns an `Extra`, one line in
+/// [`run`]). Its figures go into the JSON under `name`, its table lines after
+/// the built-in ones.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Extra {
+    pub name: &'static str,
+    pub figures: serde_json::Value,
+    #[serde(skip)]
+    pub table: String,
+    pub failed: bool,
+}
+
+impl Extra {
+    pub(crate) fn new(
+        name: &'static str,
+        figures: Result<serde_json::Value, serde_json::Error>,
+        table: String,
+        failed: bool,
+    ) -> Self {
+        match figures {
+            Ok(figures) => Self {
+                name,
+                figures,
+                table,
+                failed,
+            },
+            Err(e) => Self {
+                name,
+                figures: serde_json::Value::Null,
+                table: format!("{name}: the figures could not be serialized: {e}\n"),
+                failed: true,
+            },
+        }
     }
 }
 
@@ -313,6 +368,11 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
     } else {
         not_selected()
     };
+    // Tiers added beside the built-in parts: each returns an `Extra`.
+    let mut extras = Vec::new();
+    if wanted(&args, Part::Cluster) {
+        extras.push(cluster::run(&plan, &args, &work).await);
+    }
 
     let report = Report {
         started_at,
@@ -326,6 +386,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
         replay,
         query,
         events,
+        extras,
     };
     print!("{}", report::table(&report));
     let path = report::write(&report, &args.out_dir).map_err(CliError::Demo)?;
@@ -336,6 +397,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
         || report.replay.failed()
         || report.query.failed()
         || report.events.failed()
-        || report.backends.iter().any(|b| b.outcome.failed());
+        || report.backends.iter().any(|b| b.outcome.failed())
+        || report.extras.iter().any(|e| e.failed);
     Ok(!failed)
 }

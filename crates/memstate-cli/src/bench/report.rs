@@ -27,6 +27,8 @@ pub(crate) struct Report {
     pub replay: Section<Vec<Replay>>,
     pub query: Section<Queries>,
     pub events: Section<EventCost>,
+    /// Tiers beside the built-in parts (see `super::Extra`).
+    pub extras: Vec<super::Extra>,
 }
 
 /// A part of the run: its result, or why there is none.
@@ -400,6 +402,9 @@ pub(crate) fn table(report: &Report) -> String {
             );
         }
         other => section_line(&mut out, "memory", other),
+    }
+    for extra in &report.extras {
+        out.push_str(&extra.table);
     }
     out
 }
