@@ -17,8 +17,8 @@
 //! `latest.json`.
 //! See `docs/benchmarks.md`.
 
-mod events;
 pub(crate) mod cluster;
+mod events;
 mod file;
 mod kafka;
 mod kinesis;
