@@ -384,6 +384,17 @@ async fn node(
     policy: SnapshotPolicy,
 ) -> Result<Engine<Bank>, CliError> {
     let stream = opened.client().await?;
+    // On a stream that deletes records by age (Kinesis), every node must
+    // snapshot within the retention window or it cannot start again.
+    let retention = stream.retention();
+    let policy = policy.covering_retention(retention);
+    if let (0, Some(retention), Some(interval)) = (i, retention, policy.interval) {
+        println!(
+            "the stream keeps records {} h: each node also snapshots at least every {} h",
+            retention.as_secs() / 3600,
+            interval.as_secs() / 3600
+        );
+    }
     Ok(EngineBuilder::with_shared_stream(Bank::default(), stream)
         .node_id(format!("node-{i}"))
         .snapshots(FileSnapshotStore::new(snapshots), policy)

@@ -188,6 +188,36 @@ impl SnapshotPolicy {
         self.interval = Some(interval);
         self
     }
+
+    /// Makes sure a snapshot is taken within a quarter of `retention` (the
+    /// stream's [`Stream::retention`](crate::Stream::retention)), keeping a
+    /// shorter interval already set; `None` (a stream that keeps everything)
+    /// leaves the policy as it is.
+    ///
+    /// A backend that deletes records by age (Kinesis) lets a node start only
+    /// from a snapshot newer than the oldest record kept, so on such a stream
+    /// every node must snapshot within the retention window. The time trigger
+    /// is checked as records arrive: a node that applies nothing for longer
+    /// than the retention has nothing after its last snapshot to lose.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use memstate_core::SnapshotPolicy;
+    ///
+    /// let day = Duration::from_secs(24 * 3600);
+    /// let policy = SnapshotPolicy::every_envelopes(10_000).covering_retention(Some(day));
+    /// assert_eq!(policy.interval, Some(day / 4));
+    /// assert_eq!(SnapshotPolicy::on_demand().covering_retention(None).interval, None);
+    /// ```
+    pub fn covering_retention(mut self, retention: Option<Duration>) -> Self {
+        if let Some(retention) = retention {
+            let within = retention / 4;
+            self.interval = Some(self.interval.map_or(within, |set| set.min(within)));
+        }
+        self
+    }
 }
 
 /// Snapshots as files in one directory, per node:

@@ -379,4 +379,16 @@ pub trait Stream: Send + Sync + fmt::Debug + 'static {
     ///
     /// [`StreamError::InvalidCursor`] when either was not made by this adapter.
     fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError>;
+
+    /// How long the backend keeps a record before deleting it by age, as read
+    /// from the backend when the stream was opened; `None` when records are
+    /// kept until someone removes them (the file journal, a Kafka topic with
+    /// `retention.ms=-1`).
+    ///
+    /// With a retention, a node can start only from a snapshot newer than the
+    /// oldest record still kept: each node must snapshot within this window
+    /// (see `SnapshotPolicy::with_interval`).
+    fn retention(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

@@ -117,6 +117,28 @@ pub struct KinesisConfig {
     /// The longest to wait for a stream to become `ACTIVE` after creating it.
     /// Default 120 s.
     pub create_timeout: Duration,
+    /// How long one call may keep being retried while Kinesis throttles it
+    /// (`ProvisionedThroughputExceededException`, `LimitExceededException`,
+    /// `KMSThrottlingException`), with jittered exponential backoff, before
+    /// the throttling is reported as an error. The same budget covers reads
+    /// (`GetRecords`, `GetShardIterator`) and writes (`PutRecord`, where it
+    /// comes on top of the SDK's own attempts). Default 60 s.
+    pub throttle_budget: Duration,
+    /// The retention period a stream this adapter creates is given
+    /// (`IncreaseStreamRetentionPeriod` right after `CreateStream`). Whole
+    /// hours from 24 h to 8760 h (365 days); default the maximum, 8760 h.
+    /// Retention beyond 24 h is billed by AWS.
+    pub retention_on_create: Duration,
+    /// The shortest retention period `connect` accepts on a stream (read with
+    /// `DescribeStreamSummary`). Default 8760 h, the maximum: records older
+    /// than the retention are deleted by Kinesis, and a node can then start
+    /// only from a snapshot newer than the oldest record kept. Lower it to a
+    /// window within which every node is sure to write a snapshot.
+    pub min_retention: Duration,
+    /// Connect to a stream whose retention is below
+    /// [`min_retention`](Self::min_retention) anyway, with a warning (the
+    /// explicit opt-in). Default `false`: such a stream is refused.
+    pub accept_short_retention: bool,
 }
 
 impl KinesisConfig {
@@ -124,6 +146,12 @@ impl KinesisConfig {
     pub const DEFAULT_MIN_POLL_INTERVAL: Duration = Duration::from_millis(200);
     /// The default [`KinesisConfig::max_poll_interval`].
     pub const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
+    /// The default [`KinesisConfig::throttle_budget`].
+    pub const DEFAULT_THROTTLE_BUDGET: Duration = Duration::from_secs(60);
+    /// Kinesis's shortest retention period (and a new stream's), 24 hours.
+    pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+    /// Kinesis's longest retention period, 8760 hours (365 days).
+    pub const MAX_RETENTION: Duration = Duration::from_secs(8760 * 3600);
 
     /// A stream on AWS, reached with the default credential and region chains.
     pub fn new(stream_name: impl Into<String>) -> Self {
@@ -138,6 +166,10 @@ impl KinesisConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
             create_timeout: Duration::from_secs(120),
+            throttle_budget: Self::DEFAULT_THROTTLE_BUDGET,
+            retention_on_create: Self::MAX_RETENTION,
+            min_retention: Self::MAX_RETENTION,
+            accept_short_retention: false,
         }
     }
 
@@ -226,6 +258,45 @@ impl KinesisConfig {
         self
     }
 
+    /// Sets how long a throttled call is retried before the throttling is
+    /// reported.
+    pub fn with_throttle_budget(mut self, budget: Duration) -> Self {
+        self.throttle_budget = budget;
+        self
+    }
+
+    /// Sets the retention period given to a stream this adapter creates
+    /// (whole hours, 24 h to 8760 h).
+    pub fn with_retention_on_create(mut self, retention: Duration) -> Self {
+        self.retention_on_create = retention;
+        self
+    }
+
+    /// Sets the shortest retention period `connect` accepts. Every node must
+    /// then write a snapshot within this window (see the crate docs).
+    pub fn with_min_retention(mut self, retention: Duration) -> Self {
+        self.min_retention = retention;
+        self
+    }
+
+    /// Accepts (`true`, with a warning) or refuses (`false`, the default) a
+    /// stream whose retention is below [`KinesisConfig::min_retention`].
+    pub fn with_short_retention_accepted(mut self, accept: bool) -> Self {
+        self.accept_short_retention = accept;
+        self
+    }
+
+    /// [`KinesisConfig::retention_on_create`] in whole hours.
+    pub(crate) fn retention_on_create_hours(&self) -> i32 {
+        hours(self.retention_on_create)
+    }
+
+    /// [`KinesisConfig::min_retention`] in hours, rounded up.
+    pub(crate) fn min_retention_hours(&self) -> i32 {
+        let secs = self.min_retention.as_secs();
+        i32::try_from(secs.div_ceil(3600)).unwrap_or(i32::MAX)
+    }
+
     /// Checks the settings that need no network.
     ///
     /// # Errors
@@ -258,6 +329,30 @@ impl KinesisConfig {
             || self.create_timeout.is_zero()
         {
             return Err(misconfigured(name, "timeouts must be above zero"));
+        }
+        let on_create = self.retention_on_create;
+        if on_create < Self::MIN_RETENTION
+            || on_create > Self::MAX_RETENTION
+            || !on_create.as_secs().is_multiple_of(3600)
+            || on_create.subsec_nanos() != 0
+        {
+            return Err(misconfigured(
+                name,
+                format!(
+                    "retention_on_create ({on_create:?}) must be whole hours from 24 h to 8760 h, \
+                     the range Kinesis accepts"
+                ),
+            ));
+        }
+        if self.min_retention > Self::MAX_RETENTION {
+            return Err(misconfigured(
+                name,
+                format!(
+                    "min_retention ({:?}) is above 8760 h, the longest retention Kinesis offers: no \
+                     stream could satisfy it",
+                    self.min_retention
+                ),
+            ));
         }
         Ok(())
     }
@@ -335,6 +430,11 @@ impl KinesisConfig {
         }
         Ok(Client::from_conf(builder.build()))
     }
+}
+
+/// Whole hours of a duration (validated to fit).
+fn hours(d: Duration) -> i32 {
+    i32::try_from(d.as_secs() / 3600).unwrap_or(i32::MAX)
 }
 
 /// The SDK takes the scheme of an endpoint override as the choice of TLS:
@@ -444,6 +544,32 @@ mod tests {
         assert_eq!(tls.get(..2), Some(&[22u8, 3][..]), "{tls:?}");
         let plain = first_bytes_sent("http").await;
         assert_eq!(plain, b"POST ".to_vec());
+    }
+
+    #[test]
+    fn retention_defaults_to_the_maximum_and_out_of_range_values_are_refused() {
+        let config = KinesisConfig::new("s");
+        assert_eq!(config.retention_on_create_hours(), 8760);
+        assert_eq!(config.min_retention_hours(), 8760);
+        assert!(!config.accept_short_retention);
+        for bad in [
+            Duration::from_secs(23 * 3600),
+            Duration::from_secs(8761 * 3600),
+            Duration::from_secs(48 * 3600 + 1),
+        ] {
+            let err = KinesisConfig::new("s")
+                .with_retention_on_create(bad)
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains("retention_on_create"), "{err}");
+        }
+        let err = KinesisConfig::new("s")
+            .with_min_retention(Duration::from_secs(8761 * 3600))
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("min_retention"), "{err}");
+        let partial = KinesisConfig::new("s").with_min_retention(Duration::from_secs(90 * 60));
+        assert_eq!(partial.min_retention_hours(), 2);
     }
 
     #[test]

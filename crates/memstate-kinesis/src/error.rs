@@ -29,9 +29,12 @@ pub enum KinesisStreamError {
         #[source]
         source: BoxError,
     },
-    /// The shard's (or the account's) rate limit was exceeded
-    /// (`ProvisionedThroughputExceededException`, `LimitExceededException`),
-    /// even after the SDK's own retries. Nothing was written.
+    /// The shard's (or the account's, or the KMS key's) rate limit was
+    /// exceeded (`ProvisionedThroughputExceededException`,
+    /// `LimitExceededException`, `KMSThrottlingException`), even after the
+    /// SDK's own retries and the adapter's within
+    /// [`KinesisConfig::throttle_budget`](crate::KinesisConfig::throttle_budget).
+    /// Nothing was written.
     #[error("{operation}: throughput exceeded: {message}")]
     Throttled {
         /// The Kinesis operation.
@@ -145,13 +148,17 @@ impl KinesisStreamError {
                     message,
                     source: Box::new(err),
                 },
-                Some("ProvisionedThroughputExceededException" | "LimitExceededException") => {
-                    Self::Throttled {
-                        operation,
-                        message,
-                        source: Box::new(err),
-                    }
-                }
+                // The SDK retries the first two itself; KMS throttling of a
+                // stream encrypted with SSE-KMS only the adapter does.
+                Some(
+                    "ProvisionedThroughputExceededException"
+                    | "LimitExceededException"
+                    | "KMSThrottlingException",
+                ) => Self::Throttled {
+                    operation,
+                    message,
+                    source: Box::new(err),
+                },
                 Some("ExpiredIteratorException") => Self::IteratorExpired {
                     operation,
                     source: Box::new(err),

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::config::KinesisConfig;
 use crate::cursor;
 use crate::error::{KinesisStreamError, misconfigured, not_found};
+use crate::pacing::Pacer;
 use crate::subscription::{KinesisSubscription, Start};
 
 /// The partition key of every record. All records go to the stream's only
@@ -43,6 +44,8 @@ struct Inner {
     client: Client,
     config: KinesisConfig,
     shard_id: String,
+    /// The stream's retention period as read at connect.
+    retention: Duration,
 }
 
 impl fmt::Debug for KinesisStream {
@@ -58,14 +61,18 @@ impl fmt::Debug for KinesisStream {
 impl KinesisStream {
     /// Connects to the stream `config` names: builds the SDK client, creates
     /// the stream when it is missing and [`KinesisConfig::create_if_missing`]
-    /// is set, and checks that it has exactly one shard.
+    /// is set (raising its retention to
+    /// [`KinesisConfig::retention_on_create`]), reads its retention period
+    /// and checks it against [`KinesisConfig::min_retention`], and checks
+    /// that it has exactly one shard.
     ///
     /// # Errors
     ///
     /// [`StreamError::NotFound`] for a stream that does not exist (and is not
     /// to be created); [`StreamError::Misconfigured`] for an invalid
-    /// configuration or a stream with more than one shard, a closed shard or
-    /// on-demand capacity; [`StreamError::Timeout`] when the endpoint does not
+    /// configuration, a retention below the minimum (unless
+    /// [`KinesisConfig::accept_short_retention`]), or a stream with more than
+    /// one shard, a closed shard or on-demand capacity; [`StreamError::Timeout`] when the endpoint does not
     /// answer within [`KinesisConfig::request_timeout`] or a new stream does
     /// not become active within [`KinesisConfig::create_timeout`];
     /// [`StreamError::Backend`] for other Kinesis failures.
@@ -99,16 +106,25 @@ impl KinesisStream {
     /// As [`KinesisStream::connect`].
     pub async fn with_client(client: Client, config: KinesisConfig) -> Result<Self, StreamError> {
         config.validate()?;
-        ensure_active(&client, &config).await?;
+        let retention_hours = ensure_active(&client, &config).await?;
+        check_retention(&config, retention_hours)?;
         let shard = single_open_shard(&client, &config).await?;
-        tracing::debug!(stream = %config.stream_name, shard = %shard.shard_id(), "connected to Kinesis stream");
+        tracing::debug!(stream = %config.stream_name, shard = %shard.shard_id(), retention_hours, "connected to Kinesis stream");
         Ok(Self {
             inner: Arc::new(Inner {
                 shard_id: shard.shard_id().to_owned(),
                 client,
                 config,
+                retention: Duration::from_secs(u64::try_from(retention_hours).unwrap_or(0) * 3600),
             }),
         })
+    }
+
+    /// The stream's retention period, as read at connect: Kinesis deletes
+    /// records older than this, so every node must write a snapshot within
+    /// it (see [`Stream::retention`]).
+    pub fn retention(&self) -> Duration {
+        self.inner.retention
     }
 
     /// The Kinesis stream name.
@@ -163,9 +179,12 @@ impl KinesisStream {
             .into_read_error(self.stream_name())
     }
 
-    /// Writes one record with `PutRecord`.
+    /// Writes one record with `PutRecord`. A throttled call wrote nothing
+    /// and is sent again after a jittered, growing pause, for at most
+    /// [`KinesisConfig::throttle_budget`].
     async fn put_record(&self, payload: Bytes) -> Result<String, StreamError> {
         let name = self.stream_name();
+        let config = &self.inner.config;
         let request = self
             .inner
             .client
@@ -173,10 +192,23 @@ impl KinesisStream {
             .stream_name(name)
             .partition_key(PARTITION_KEY)
             .data(Blob::new(payload));
-        let output = request.send().await.map_err(|e| {
-            KinesisStreamError::from_sdk("PutRecord", self.inner.config.request_timeout, e)
-                .into_write_error(name)
-        })?;
+        let give_up_at = Instant::now() + config.throttle_budget;
+        let mut pacer = Pacer::new(config.min_poll_interval, config.max_poll_interval);
+        let output = loop {
+            let err = match request.clone().send().await {
+                Ok(output) => break output,
+                Err(e) => KinesisStreamError::from_sdk("PutRecord", config.request_timeout, e),
+            };
+            if let KinesisStreamError::Throttled { .. } = err {
+                let pause = pacer.after_throttle();
+                if Instant::now() + pause <= give_up_at {
+                    tracing::debug!(stream = name, ?pause, error = %err, "PutRecord throttled; sending again");
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            }
+            return Err(err.into_write_error(name));
+        };
         if output.shard_id() != self.inner.shard_id {
             return Err(misconfigured(
                 name,
@@ -245,6 +277,7 @@ impl Stream for KinesisStream {
             self.inner.config.clone(),
             &shard,
             start,
+            self.inner.retention,
         );
         // Now rather than on the first `next`, so that a cursor Kinesis
         // refuses is reported by `subscribe`.
@@ -266,14 +299,52 @@ impl Stream for KinesisStream {
     fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {
         cursor::compare(a, b)
     }
+
+    /// The retention period read at connect (Kinesis always has one).
+    fn retention(&self) -> Option<Duration> {
+        Some(self.inner.retention)
+    }
+}
+
+/// Refuses (or, when accepted, warns about) a retention below the minimum.
+fn check_retention(config: &KinesisConfig, retention_hours: i32) -> Result<(), StreamError> {
+    let minimum = config.min_retention_hours();
+    if retention_hours >= minimum {
+        return Ok(());
+    }
+    let name = config.stream_name.as_str();
+    if config.accept_short_retention {
+        tracing::warn!(
+            stream = name,
+            retention_hours,
+            minimum_hours = minimum,
+            "the Kinesis stream keeps records for {retention_hours} h only (accepted by \
+             accept_short_retention): every node must write a snapshot within that window, or it \
+             cannot start again once older records expire"
+        );
+        return Ok(());
+    }
+    Err(misconfigured(
+        name,
+        format!(
+            "its retention period is {retention_hours} h, below the minimum of {minimum} h: Kinesis \
+             deletes records older than that, and a node can then start only from a snapshot newer \
+             than the oldest record kept. Raise it (aws kinesis increase-stream-retention-period \
+             --stream-name {name} --retention-period-hours 8760), or lower \
+             KinesisConfig::min_retention to a window within which every node writes a snapshot, or \
+             set KinesisConfig::accept_short_retention"
+        ),
+    ))
 }
 
 /// Makes sure the stream exists and is usable: creates it when missing and
-/// allowed, then waits while it is `CREATING`.
-async fn ensure_active(client: &Client, config: &KinesisConfig) -> Result<(), StreamError> {
+/// allowed (raising the new stream's retention as configured), then waits
+/// while it is `CREATING`. Returns the retention period in hours.
+async fn ensure_active(client: &Client, config: &KinesisConfig) -> Result<i32, StreamError> {
     let name = config.stream_name.as_str();
     let deadline = Instant::now() + config.create_timeout;
     let mut created = false;
+    let mut raised = false;
     let mut pause = Duration::from_millis(50);
     loop {
         match client
@@ -301,12 +372,28 @@ async fn ensure_active(client: &Client, config: &KinesisConfig) -> Result<(), St
                          only within a shard",
                     ));
                 }
+                let retention_hours = summary.retention_period_hours();
                 match summary.stream_status() {
+                    StreamStatus::Active
+                        if created
+                            && !raised
+                            && retention_hours < config.retention_on_create_hours() =>
+                    {
+                        raise_retention(client, config).await?;
+                        raised = true;
+                        continue; // Read the retention back.
+                    }
+                    // The raise is under way: wait to read the new retention.
+                    StreamStatus::Updating if raised => {}
                     StreamStatus::Active | StreamStatus::Updating => {
                         if created {
-                            tracing::info!(stream = name, "created Kinesis stream with one shard");
+                            tracing::info!(
+                                stream = name,
+                                retention_hours,
+                                "created Kinesis stream with one shard"
+                            );
                         }
-                        return Ok(());
+                        return Ok(retention_hours);
                     }
                     StreamStatus::Deleting => {
                         return Err(not_found(name, "the stream is being deleted"));
@@ -340,6 +427,41 @@ async fn ensure_active(client: &Client, config: &KinesisConfig) -> Result<(), St
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Raises a new stream's retention to [`KinesisConfig::retention_on_create`].
+async fn raise_retention(client: &Client, config: &KinesisConfig) -> Result<(), StreamError> {
+    let name = config.stream_name.as_str();
+    let hours = config.retention_on_create_hours();
+    match client
+        .increase_stream_retention_period()
+        .stream_name(name)
+        .retention_period_hours(hours)
+        .send()
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(
+                stream = name,
+                hours,
+                "raised the new Kinesis stream's retention period"
+            );
+            Ok(())
+        }
+        Err(err) => {
+            let err = KinesisStreamError::from_sdk(
+                "IncreaseStreamRetentionPeriod",
+                config.request_timeout,
+                err,
+            );
+            // Another node raising it at the same moment: read it back.
+            if err.code() == Some("ResourceInUseException") {
+                Ok(())
+            } else {
+                Err(err.into_read_error(name))
+            }
+        }
     }
 }
 

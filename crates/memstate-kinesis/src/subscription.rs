@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
@@ -64,6 +65,10 @@ pub(crate) struct KinesisSubscription {
     next_call: Option<Instant>,
     shard_closed: bool,
     consecutive_expiries: u32,
+    /// The stream's retention period as read at connect, for error messages.
+    retention: Duration,
+    /// When the current run of throttled calls began.
+    throttled_since: Option<Instant>,
 }
 
 impl fmt::Debug for KinesisSubscription {
@@ -78,7 +83,13 @@ impl fmt::Debug for KinesisSubscription {
 }
 
 impl KinesisSubscription {
-    pub(crate) fn new(client: Client, config: KinesisConfig, shard: &Shard, start: Start) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        config: KinesisConfig,
+        shard: &Shard,
+        start: Start,
+        retention: Duration,
+    ) -> Self {
         let pacer = Pacer::new(config.min_poll_interval, config.max_poll_interval);
         Self {
             client,
@@ -97,6 +108,8 @@ impl KinesisSubscription {
             next_call: None,
             shard_closed: false,
             consecutive_expiries: 0,
+            retention,
+            throttled_since: None,
         }
     }
 
@@ -131,6 +144,7 @@ impl KinesisSubscription {
                 );
                 if let KinesisStreamError::Throttled { .. } = err {
                     // GetShardIterator has its own limit of 5 calls per second per shard.
+                    let err = self.throttle_budget_spent(err)?;
                     let pause = self.pacer.after_throttle();
                     tracing::debug!(stream = %self.name(), ?pause, error = %err, "GetShardIterator throttled; backing off");
                     self.next_call = Some(Instant::now() + pause);
@@ -144,7 +158,31 @@ impl KinesisSubscription {
             self.shard_closed_error()
         })?;
         self.iterator = Some(iterator);
+        self.throttled_since = None;
         Ok(())
+    }
+
+    /// Starts or continues a run of throttled calls; once it has lasted
+    /// [`KinesisConfig::throttle_budget`], the throttling is the error.
+    fn throttle_budget_spent(
+        &mut self,
+        err: KinesisStreamError,
+    ) -> Result<KinesisStreamError, StreamError> {
+        let since = *self.throttled_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.config.throttle_budget {
+            self.throttled_since = None;
+            return Err(StreamError::backend(
+                BACKEND,
+                format!(
+                    "reading stream {:?}: Kinesis kept throttling for {:?} (throttle_budget); other \
+                     consumers of the shard share its 5 GetRecords calls per second",
+                    self.name(),
+                    self.config.throttle_budget
+                ),
+                err,
+            ));
+        }
+        Ok(err)
     }
 
     fn iterator_error(&self, err: KinesisStreamError) -> StreamError {
@@ -152,8 +190,11 @@ impl KinesisSubscription {
             Position::TrimHorizon => return err.into_read_error(self.name()),
             Position::VerifyAt(sequence) | Position::After(sequence) => sequence,
         };
+        // Kinesis refuses a sequence number it holds no record for: one older
+        // than the trim horizon (expired with the retention period) is
+        // `InvalidArgumentException` on AWS, kinesis-mock says
+        // `ResourceNotFoundException` naming the SequenceNumber.
         let record_missing = match &err {
-            // kinesis-mock's answer for a sequence number with no record.
             KinesisStreamError::StreamNotFound { message, .. } => {
                 message.contains("SequenceNumber")
             }
@@ -167,7 +208,11 @@ impl KinesisSubscription {
             .shard_start
             .as_deref()
             .is_some_and(|start| compare_digits(sequence, start).is_lt());
-        if before_shard || matches!(err, KinesisStreamError::Refused { .. }) {
+        let foreign = match &err {
+            KinesisStreamError::Refused { message, .. } => names_another_stream(message),
+            _ => false,
+        };
+        if before_shard || foreign {
             return StreamError::InvalidCursor {
                 cursor: sequence.clone(),
                 reason: format!(
@@ -180,10 +225,12 @@ impl KinesisSubscription {
         StreamError::HistoryTruncated {
             name: self.name().to_owned(),
             reason: format!(
-                "Kinesis has no record with sequence number {sequence} in shard {}: it expired with \
-                 the retention period (records after it may be gone too), or the cursor comes from \
-                 another stream: {err}",
-                self.shard_id
+                "Kinesis has no record with sequence number {sequence} in shard {} any more: records \
+                 older than the stream's retention period ({}) are deleted, and this position is \
+                 older than the oldest record kept (records after it may be gone too). Start from a \
+                 snapshot newer than that, and snapshot every node within the retention period: {err}",
+                self.shard_id,
+                hours_text(self.retention)
             ),
         }
     }
@@ -227,10 +274,11 @@ impl KinesisSubscription {
             name: self.name().to_owned(),
             reason: format!(
                 "the record at cursor {cursor} is no longer in shard {} (the oldest record from there on is \
-                 {first}): Kinesis dropped records older than the stream's retention period (24 hours by \
-                 default), and records after the cursor may be gone too. Restore from a newer snapshot, or \
-                 raise the retention period",
-                self.shard_id
+                 {first}): Kinesis deleted records older than the stream's retention period ({}), and \
+                 records after the cursor may be gone too. Restore from a newer snapshot, snapshot every \
+                 node within the retention period, or raise the retention period",
+                self.shard_id,
+                hours_text(self.retention)
             ),
         }
     }
@@ -245,6 +293,18 @@ impl KinesisSubscription {
             ),
         )
     }
+}
+
+/// Whether Kinesis's refusal of a sequence number says it belongs to another
+/// shard or stream ("It encodes shardId-…, while it was used in a call to
+/// shardId-…", "… did not come from this stream").
+fn names_another_stream(message: &str) -> bool {
+    message.contains("encodes") || message.contains("did not come from this stream")
+}
+
+/// A retention period for messages: "24 h".
+fn hours_text(retention: Duration) -> String {
+    format!("{} h", retention.as_secs() / 3600)
 }
 
 #[async_trait]
@@ -277,6 +337,7 @@ impl Subscription for KinesisSubscription {
             match result {
                 Ok(output) => {
                     self.consecutive_expiries = 0;
+                    self.throttled_since = None;
                     let behind = output.millis_behind_latest;
                     let count = output.records.len();
                     self.iterator = output.next_shard_iterator;
@@ -310,6 +371,8 @@ impl Subscription for KinesisSubscription {
                             self.next_call = None;
                         }
                         err @ KinesisStreamError::Throttled { .. } => {
+                            self.iterator = Some(iterator.clone());
+                            let err = self.throttle_budget_spent(err)?;
                             let pause = self.pacer.after_throttle();
                             tracing::debug!(stream = %self.name(), ?pause, error = %err, "GetRecords throttled; backing off");
                             self.iterator = Some(iterator);

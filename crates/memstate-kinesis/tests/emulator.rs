@@ -19,6 +19,8 @@
 // Test helpers outside #[test] functions fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use memstate_core::{Cursor, Stream, StreamError};
 use memstate_kinesis::{ENDPOINT_ENV, KinesisConfig, KinesisStream};
@@ -39,6 +41,50 @@ async fn fresh_stream() -> KinesisStream {
     KinesisStream::connect(emulator_config(&fresh_name()))
         .await
         .expect("create a fresh stream on the emulator")
+}
+
+#[tokio::test]
+#[ignore = "needs a Kinesis emulator: set MEMSTATE_KINESIS_ENDPOINT (integration-tests/scripts/kinesis.sh start) and run with --ignored"]
+async fn a_created_stream_keeps_records_for_the_maximum_and_a_default_one_is_refused() {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let created = fresh_stream().await;
+    // What Kinesis itself reports, not only what the adapter remembers.
+    let summary = created
+        .client()
+        .describe_stream_summary()
+        .stream_name(created.stream_name())
+        .send()
+        .await
+        .unwrap();
+    let hours = summary
+        .stream_description_summary()
+        .map(|s| s.retention_period_hours());
+    assert_eq!(hours, Some(8760));
+    assert_eq!(created.retention(), 8760 * HOUR);
+
+    // A stream created elsewhere with Kinesis's default of 24 hours.
+    let name = fresh_name();
+    created
+        .client()
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    let config = emulator_config(&name).with_create_if_missing(false);
+    // connect waits while the new stream is CREATING, then reads its retention.
+    let refused = KinesisStream::connect(config.clone()).await;
+    assert!(
+        matches!(&refused, Err(StreamError::Misconfigured { reason, .. }) if reason.contains("24 h")),
+        "{refused:?}"
+    );
+    let accepted = KinesisStream::connect(config.with_min_retention(24 * HOUR))
+        .await
+        .unwrap();
+    assert_eq!(accepted.retention(), 24 * HOUR);
+    accepted.delete().await.unwrap();
+    created.delete().await.unwrap();
 }
 
 #[tokio::test]

@@ -13,150 +13,21 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::operation::create_stream::CreateStreamOutput;
-use aws_sdk_kinesis::operation::describe_stream_summary::DescribeStreamSummaryOutput;
 use aws_sdk_kinesis::operation::get_records::GetRecordsOutput;
-use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorOutput;
 use aws_sdk_kinesis::operation::list_shards::ListShardsOutput;
 use aws_sdk_kinesis::operation::put_record::PutRecordOutput;
-use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::{
-    ChildShard, HashKeyRange, SequenceNumberRange, Shard, ShardIteratorType,
-    StreamDescriptionSummary, StreamMode, StreamModeDetails, StreamStatus,
+    ChildShard, HashKeyRange, ShardIteratorType, StreamMode, StreamStatus,
 };
-use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_mocks::mock;
 use bytes::Bytes;
 use memstate_core::{Cursor, Stream, StreamError};
-use memstate_kinesis::{KinesisConfig, KinesisStream, MAX_RECORD_SIZE};
+use memstate_kinesis::{KinesisStream, MAX_RECORD_SIZE};
 
-const STREAM: &str = "memstate-stubbed";
-const SHARD: &str = "shardId-000000000000";
-// Realistic sequence numbers: 56 digits, wider than u128.
-const SEQ_1: &str = "49651234567890123456789012345678901234567890123456789001";
-const SEQ_2: &str = "49651234567890123456789012345678901234567890123456789002";
-const SEQ_3: &str = "49651234567890123456789012345678901234567890123456789003";
+mod support;
 
-fn config() -> KinesisConfig {
-    KinesisConfig::new(STREAM)
-        .with_poll_interval(Duration::from_millis(10), Duration::from_millis(40))
-}
-
-/// A client whose every call is answered by `rules`, with the SDK's own
-/// retries off so that the adapter's handling of each error is what is tested.
-fn client(rules: &[&Rule]) -> Client {
-    mock_client!(
-        aws_sdk_kinesis,
-        RuleMode::MatchAny,
-        rules.iter().copied(),
-        |c| c.retry_config(RetryConfig::disabled())
-    )
-}
-
-/// A Kinesis error answer as it comes over the wire.
-fn error_body(code: &str, message: &str) -> Option<String> {
-    Some(format!(r#"{{"__type":"{code}","message":"{message}"}}"#))
-}
-
-fn summary(
-    status: StreamStatus,
-    mode: StreamMode,
-    open_shards: i32,
-) -> DescribeStreamSummaryOutput {
-    DescribeStreamSummaryOutput::builder()
-        .stream_description_summary(
-            StreamDescriptionSummary::builder()
-                .stream_name(STREAM)
-                .stream_arn(format!(
-                    "arn:aws:kinesis:us-east-1:000000000000:stream/{STREAM}"
-                ))
-                .stream_status(status)
-                .stream_mode_details(
-                    StreamModeDetails::builder()
-                        .stream_mode(mode)
-                        .build()
-                        .unwrap(),
-                )
-                .retention_period_hours(24)
-                .stream_creation_timestamp(DateTime::from_secs(1_700_000_000))
-                .set_enhanced_monitoring(Some(vec![]))
-                .open_shard_count(open_shards)
-                .build()
-                .unwrap(),
-        )
-        .build()
-}
-
-fn active_stream() -> Rule {
-    mock!(Client::describe_stream_summary)
-        .then_output(|| summary(StreamStatus::Active, StreamMode::Provisioned, 1))
-}
-
-fn shard(id: &str, parent: Option<&str>, ending: Option<&str>) -> Shard {
-    Shard::builder()
-        .shard_id(id)
-        .set_parent_shard_id(parent.map(str::to_owned))
-        .hash_key_range(
-            HashKeyRange::builder()
-                .starting_hash_key("0")
-                .ending_hash_key("340282366920938463463374607431768211455")
-                .build()
-                .unwrap(),
-        )
-        .sequence_number_range(
-            SequenceNumberRange::builder()
-                .starting_sequence_number(
-                    "49650000000000000000000000000000000000000000000000000000",
-                )
-                .set_ending_sequence_number(ending.map(str::to_owned))
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap()
-}
-
-fn one_open_shard() -> Rule {
-    mock!(Client::list_shards).then_output(|| {
-        ListShardsOutput::builder()
-            .shards(shard(SHARD, None, None))
-            .build()
-    })
-}
-
-fn record(sequence: &str, data: &str) -> aws_sdk_kinesis::types::Record {
-    aws_sdk_kinesis::types::Record::builder()
-        .sequence_number(sequence)
-        .data(Blob::new(data))
-        .partition_key("m")
-        .build()
-        .unwrap()
-}
-
-fn records(batch: &[(&str, &str)], next: Option<&str>, behind: i64) -> GetRecordsOutput {
-    GetRecordsOutput::builder()
-        .set_records(Some(batch.iter().map(|(s, d)| record(s, d)).collect()))
-        .set_next_shard_iterator(next.map(str::to_owned))
-        .millis_behind_latest(behind)
-        .build()
-        .unwrap()
-}
-
-fn iterator(id: &'static str) -> GetShardIteratorOutput {
-    GetShardIteratorOutput::builder().shard_iterator(id).build()
-}
-
-async fn next_payload(sub: &mut Box<dyn memstate_core::Subscription>) -> (String, String) {
-    let record = tokio::time::timeout(Duration::from_secs(30), sub.next())
-        .await
-        .expect("subscription stalled")
-        .expect("next failed")
-        .expect("subscription ended");
-    (
-        record.cursor.to_string(),
-        String::from_utf8(record.payload.to_vec()).unwrap(),
-    )
-}
+use support::*;
 
 #[tokio::test]
 async fn put_record_success_returns_the_sequence_number_as_the_cursor() {
