@@ -3,6 +3,7 @@
 //! - `quickstart`: one node on the file journal (the README's quickstart).
 //! - `kafka_cluster`: three nodes on one Kafka topic (`MEMSTATE_KAFKA_BOOTSTRAP`).
 //! - `failover`: single-leader mode; the leader stops and a follower takes over.
+//! - `todo_server`: your own model served over HTTP with memstate-server.
 //!
 //! The workspace README follows; its Rust code is compiled and run as a doctest
 //! of this crate, so the quickstart it shows cannot drift from the API.

@@ -2,7 +2,7 @@
 //! file journal, with two named queries.
 //!
 //! ```text
-//! cargo run -p memstate-server --example todo_server -- ./todo-data 127.0.0.1:8080
+//! cargo run -p memstate-examples --example todo_server -- ./todo-data 127.0.0.1:8080
 //! curl -XPOST localhost:8080/commands/add -d '{"title": "write docs"}'
 //! curl -XPOST localhost:8080/commands/done -d '{"id": 1}'
 //! curl 'localhost:8080/queries/open?consistency=linearizable'
