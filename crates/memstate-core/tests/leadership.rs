@@ -420,3 +420,29 @@ fn leadership_needs_single_leader_mode_and_sane_timings() {
         b.shutdown().await;
     });
 }
+
+/// A node whose subscription lags behind the log still claims the epoch after
+/// the one the log holds: it learns the epoch from the tail, not from the
+/// part of the log it happens to have applied. (Claiming from a stale view
+/// would pick an epoch already taken and lose to a claim it had not read.)
+#[tokio::test]
+async fn an_explicit_claim_by_a_lagging_node_takes_the_epoch_after_the_tail() {
+    let memory = MemoryStream::new();
+    let first = manual_node(memory.clone(), "first").await;
+    memory.set_subscriber_faults(SubscriberFaults::delayed(Duration::from_millis(200)));
+    let lagging = manual_node(memory.clone(), "lagging").await;
+    memory.set_subscriber_faults(SubscriberFaults::none());
+
+    assert_eq!(first.claim_leadership().await.unwrap(), 1);
+    // `lagging` reads every record 200 ms late: first's claim is in the log but
+    // not yet applied there when it claims.
+    assert_eq!(lagging.claim_leadership().await.unwrap(), 2);
+    assert!(lagging.is_leader());
+    first
+        .wait_for_index(lagging.stats().applied_index)
+        .await
+        .unwrap();
+    assert!(!first.is_leader());
+    first.shutdown().await;
+    lagging.shutdown().await;
+}

@@ -175,6 +175,11 @@ impl<M: Model> Node<M> {
             ));
         }
         self.check_running()?;
+        // Learn the epoch from the tail, not from what this node happens to
+        // have applied: a node that is merely behind would claim an epoch that
+        // is already taken and lose to a claim it had not read yet.
+        self.catch_up_to_tail(Instant::now() + self.info.config.execute_timeout)
+            .await?;
         let epoch = self.applied.state.lock().leadership.epoch + 1;
         let claim = Control::AssumeLeadership { epoch };
         let read_back = self

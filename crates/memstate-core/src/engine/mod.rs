@@ -258,9 +258,10 @@ impl<M: Model> Engine<M> {
         self.node.snapshot_now().await
     }
 
-    /// Appends a claim on the next leadership epoch and waits until it is
-    /// read back; returns the epoch won. The log decides: the first claim of
-    /// epoch `current + 1` in log order wins, on every node alike.
+    /// Catches up with the stream's tail, appends a claim on the epoch after
+    /// the newest one there, and waits until it is read back; returns the
+    /// epoch won. The log decides: the first claim of epoch `current + 1` in
+    /// log order wins, on every node alike.
     ///
     /// # Errors
     ///
