@@ -119,6 +119,13 @@ pub struct KafkaConfig {
     /// have been written: the append then fails as
     /// [`StreamError::Ambiguous`].
     pub delivery_timeout: Duration,
+    /// Refuse, at connect, a topic on which an acknowledged record does not
+    /// survive the loss of one broker (replication factor below 2,
+    /// `min.insync.replicas` below 2, or unclean leader election), or whose
+    /// settings cannot be read. Off by default: such a topic draws a warning
+    /// (a single-broker development cluster is fine for development). See
+    /// [`crate::Durability`].
+    pub strict_durability: bool,
 }
 
 impl KafkaConfig {
@@ -149,7 +156,14 @@ impl KafkaConfig {
             max_record_size: Self::DEFAULT_MAX_RECORD_SIZE,
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             delivery_timeout: Self::DEFAULT_DELIVERY_TIMEOUT,
+            strict_durability: false,
         }
+    }
+
+    /// Sets [`KafkaConfig::strict_durability`].
+    pub fn with_strict_durability(mut self, strict: bool) -> Self {
+        self.strict_durability = strict;
+        self
     }
 
     /// Sets one librdkafka property on every client.

@@ -2,6 +2,7 @@
 
 mod config;
 mod cursor;
+mod durability;
 mod error;
 mod properties;
 mod stream;
@@ -9,5 +10,6 @@ mod subscription;
 mod topic;
 
 pub use config::KafkaConfig;
+pub use durability::Durability;
 pub use error::KafkaStreamError;
 pub use stream::KafkaStream;

@@ -14,6 +14,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaConfig;
 use crate::cursor;
+use crate::durability::{self, Durability};
 use crate::error::{BACKEND, KafkaStreamError, delivery_error};
 use crate::subscription::KafkaSubscription;
 use crate::topic;
@@ -50,6 +51,8 @@ pub struct KafkaStream {
 struct Inner {
     config: KafkaConfig,
     producer: FutureProducer,
+    /// What an acknowledged append survives, as judged at connect.
+    durability: Durability,
 }
 
 impl fmt::Debug for KafkaStream {
@@ -63,13 +66,15 @@ impl fmt::Debug for KafkaStream {
 impl KafkaStream {
     /// Connects to the topic named in `config` and checks it: it must exist
     /// (or is created first when [`KafkaConfig::create_topic`] is set), have
-    /// exactly one partition with a leader, and not be compacted.
+    /// exactly one partition with a leader, and not be compacted; and judges
+    /// what an acknowledged append survives ([`KafkaStream::durability`]).
     ///
     /// # Errors
     ///
     /// * [`StreamError::Misconfigured`]: an invalid configuration (see
     ///   [`KafkaConfig::validate`]), a topic with more than one partition, or a
-    ///   compacted topic.
+    ///   compacted topic; with [`KafkaConfig::strict_durability`], a topic on
+    ///   which an acknowledged record does not survive one broker loss.
     /// * [`StreamError::NotFound`]: the topic does not exist and creation was
     ///   not asked for.
     /// * [`StreamError::Timeout`]: no broker answered within
@@ -104,17 +109,22 @@ impl KafkaStream {
         let name = config.topic.clone();
         let metadata_client = producer.clone();
         // A topic that was just created may take a moment to show in metadata.
-        topic::verify(&config, config.create_topic, move |timeout| {
+        let replicas = topic::verify(&config, config.create_topic, move |timeout| {
             let metadata = metadata_client
                 .client()
                 .fetch_metadata(Some(&name), timeout)?;
             Ok(topic::topic_state(&metadata, &name))
         })
         .await?;
-        topic::check_retention(&config).await?;
+        let durability = topic::check_config(&config, replicas).await?;
+        durability::check(&config, durability)?;
         tracing::debug!(topic = %config.topic, bootstrap = %config.bootstrap_servers, "connected Kafka stream");
         Ok(Self {
-            inner: Arc::new(Inner { config, producer }),
+            inner: Arc::new(Inner {
+                config,
+                producer,
+                durability,
+            }),
         })
     }
 
@@ -168,6 +178,14 @@ impl KafkaStream {
     /// The configuration this stream was connected with.
     pub fn config(&self) -> &KafkaConfig {
         &self.inner.config
+    }
+
+    /// What an acknowledged append survives on this topic (replication
+    /// factor, `min.insync.replicas`, unclean leader election), as read at
+    /// connect. `connect` warns when it is less than one broker loss, and
+    /// refuses with [`KafkaConfig::strict_durability`].
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
     }
 
     /// The topic's low and high watermarks: the offset of the first record

@@ -15,6 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 
 use crate::config::{KafkaConfig, message_max_bytes};
+use crate::durability::Durability;
 use crate::error::{self, BACKEND, KafkaStreamError, request_error};
 
 /// Slack added to librdkafka's own timeout before the adapter gives up on a
@@ -65,6 +66,8 @@ pub(crate) enum TopicState {
     Present {
         partitions: usize,
         leader_ready: bool,
+        /// Replicas of partition 0.
+        replicas: usize,
     },
     /// The broker answered with an error other than "unknown topic".
     Unavailable(RDKafkaErrorCode),
@@ -84,20 +87,25 @@ pub(crate) fn topic_state(metadata: &Metadata, topic: &str) -> TopicState {
         };
     }
     let partitions = entry.partitions();
-    let leader_ready = partitions
-        .iter()
-        .any(|p| p.id() == 0 && p.leader() >= 0 && p.error().is_none());
+    let first = partitions.iter().find(|p| p.id() == 0);
+    let leader_ready = first.is_some_and(|p| p.leader() >= 0 && p.error().is_none());
     TopicState::Present {
         partitions: partitions.len(),
         leader_ready,
+        replicas: first.map_or(0, |p| p.replicas().len()),
     }
 }
 
 /// Checks that the topic exists with exactly one partition that has a
-/// leader. With `wait`, a missing or leaderless topic is polled for until
-/// `operation_timeout` (a topic just created takes a moment to appear);
-/// without it, a missing topic fails at once.
-pub(crate) async fn verify<F>(config: &KafkaConfig, wait: bool, fetch: F) -> Result<(), StreamError>
+/// leader, and returns that partition's number of replicas. With `wait`, a
+/// missing or leaderless topic is polled for until `operation_timeout` (a
+/// topic just created takes a moment to appear); without it, a missing topic
+/// fails at once.
+pub(crate) async fn verify<F>(
+    config: &KafkaConfig,
+    wait: bool,
+    fetch: F,
+) -> Result<usize, StreamError>
 where
     F: Fn(Duration) -> Result<TopicState, KafkaError> + Clone + Send + 'static,
 {
@@ -116,7 +124,8 @@ where
             TopicState::Present {
                 partitions: 1,
                 leader_ready: true,
-            } => return Ok(()),
+                replicas,
+            } => return Ok(replicas),
             TopicState::Present { partitions, .. } if partitions != 1 => {
                 return Err(StreamError::Misconfigured {
                     name: topic.to_owned(),
@@ -242,11 +251,21 @@ pub(crate) async fn delete(config: &KafkaConfig) -> Result<bool, StreamError> {
 /// Looks at the topic's configuration: compaction deletes records (gaps
 /// that nodes replaying later would not see), so it is refused; a finite
 /// retention only draws a warning, since snapshots may cover what it drops.
+/// Returns what an acknowledged record survives, given the partition's
+/// `replicas` (see [`Durability`]).
 ///
 /// A broker that refuses or does not answer within 5 seconds (no
 /// `DescribeConfigs` permission, say) is not an error, only a warning: the
 /// watermark checks still catch a truncated history.
-pub(crate) async fn check_retention(config: &KafkaConfig) -> Result<(), StreamError> {
+pub(crate) async fn check_config(
+    config: &KafkaConfig,
+    replicas: usize,
+) -> Result<Durability, StreamError> {
+    let unknown = Durability {
+        replication_factor: replicas,
+        min_insync_replicas: None,
+        unclean_leader_election: None,
+    };
     let topic = config.topic.as_str();
     let admin = admin_client(config)?;
     let resource = ResourceSpecifier::Topic(topic);
@@ -258,24 +277,24 @@ pub(crate) async fn check_retention(config: &KafkaConfig) -> Result<(), StreamEr
     let request = admin.describe_configs([&resource], &options);
     let described = match tokio::time::timeout(wait, request).await {
         Ok(Ok(mut results)) if !results.is_empty() => results.swap_remove(0),
-        Ok(Ok(_)) => return Ok(()),
+        Ok(Ok(_)) => return Ok(unknown),
         Ok(Err(e)) => {
             tracing::warn!(topic, error = %e, "could not read the Kafka topic's configuration; retention not checked");
-            return Ok(());
+            return Ok(unknown);
         }
         Err(_) => {
             tracing::warn!(
                 topic,
                 "timed out reading the Kafka topic's configuration; retention not checked"
             );
-            return Ok(());
+            return Ok(unknown);
         }
     };
     let resource = match described {
         Ok(resource) => resource,
         Err(code) => {
             tracing::warn!(topic, %code, "could not read the Kafka topic's configuration; retention not checked");
-            return Ok(());
+            return Ok(unknown);
         }
     };
     let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
@@ -304,5 +323,10 @@ pub(crate) async fn check_retention(config: &KafkaConfig) -> Result<(), StreamEr
             );
         }
     }
-    Ok(())
+    Ok(Durability {
+        replication_factor: replicas,
+        min_insync_replicas: value("min.insync.replicas").and_then(|v| v.trim().parse().ok()),
+        unclean_leader_election: value("unclean.leader.election.enable")
+            .and_then(|v| v.trim().parse().ok()),
+    })
 }

@@ -280,3 +280,25 @@ async fn a_compacted_topic_is_refused() {
     assert!(matches!(err, StreamError::Misconfigured { .. }), "{err}");
     assert!(err.to_string().contains("compact"), "{err}");
 }
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: set MEMSTATE_KAFKA_BOOTSTRAP and run with --ignored"]
+async fn a_single_replica_topic_is_reported_as_surviving_no_broker_loss_and_refused_when_strict() {
+    let (config, stream) = fresh("durability").await;
+
+    let durability = stream.durability();
+
+    // One broker, replication factor 1: the broker's own answer, read at connect.
+    assert_eq!(durability.replication_factor, 1);
+    assert_eq!(durability.min_insync_replicas, Some(1));
+    assert_eq!(durability.unclean_leader_election, Some(false));
+    assert_eq!(durability.broker_losses_survived(), Some(0));
+    let strict = KafkaStream::connect(config.clone().with_strict_durability(true))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&strict, StreamError::Misconfigured { reason, .. } if reason.contains("min.insync.replicas=2")),
+        "{strict:?}"
+    );
+    KafkaStream::delete_topic(&config).await.unwrap();
+}
