@@ -7,6 +7,7 @@ pub mod engine;
 pub mod envelope;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod memory;
 pub mod metrics;
 pub mod model;

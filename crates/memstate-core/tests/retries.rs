@@ -386,3 +386,54 @@ async fn a_fenced_id_stays_free_after_a_snapshot_restore() {
     assert_eq!(done.output, 1, "the fenced id was not consumed");
     restored.shutdown().await;
 }
+
+/// The history reader decides as the engines did: the fenced copy, the
+/// applied retry and the late duplicate, with the engine's indexes.
+#[tokio::test]
+async fn the_history_reader_reports_fenced_applied_and_duplicate_copies_with_engine_indexes() {
+    use memstate_core::history::{Fate, History};
+    let single = settings(WriteMode::SingleLeader, ApplyMode::Direct);
+    let memory = MemoryStream::new();
+    let leader = node(&memory, "leader", &single).await;
+    leader.claim_leadership().await.unwrap();
+    let x = CommandId::random();
+    append_by_hand(&memory, x, "impostor", Some(1), incr("x")).await;
+    let retried = leader
+        .execute_with_id(x, Cmd::Incr("x".into()))
+        .await
+        .unwrap();
+    append_by_hand(&memory, x, "impostor", Some(1), incr("x")).await;
+    assert_eq!(count(&leader, "x").await, 1);
+    let applied_index = leader.stats().applied_index;
+    leader.shutdown().await;
+
+    let mut history = History::<Cmd>::open(memory.clone())
+        .await
+        .unwrap()
+        .until_head()
+        .await
+        .unwrap();
+    let mut fates = Vec::new();
+    while let Some(entry) = history.next().await.unwrap() {
+        assert_eq!(entry.command_id, x);
+        assert!(matches!(entry.command, Cmd::Incr(ref k) if k == "x"));
+        fates.push((entry.index, entry.fate));
+    }
+    assert_eq!(fates.len(), 3, "{fates:?}");
+    assert!(
+        matches!(fates[0].1, Fate::Fenced { epoch: 1, .. }),
+        "{fates:?}"
+    );
+    assert_eq!(fates[1], (retried.index, Fate::Applied));
+    assert_eq!(
+        fates[2].1,
+        Fate::Duplicate {
+            first_index: retried.index
+        }
+    );
+    assert_eq!(
+        history.index(),
+        applied_index,
+        "control records are counted too"
+    );
+}

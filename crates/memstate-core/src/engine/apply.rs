@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::replicated::{Admission, Opened, Replicated};
 use crate::dedup::Rejection;
-use crate::envelope::{CommandId, Envelope};
+use crate::envelope::{CommandId, Envelope, NodeId};
 use crate::error::{Error, HaltReason};
 use crate::events::RawEvent;
 use crate::model::{CommandContext, Model};
@@ -54,6 +54,8 @@ pub(crate) type Outcomes<M> = Vec<(CommandId, Completion<M>)>;
 /// Applies records to a model. Owns no locks: the engine holds them.
 pub(crate) struct Applier<'a, M: Model> {
     pub(crate) stream: &'a dyn Stream,
+    /// This node: a fenced copy answers only a waiter of its own origin.
+    pub(crate) node_id: &'a NodeId,
     pub(crate) local_settings: &'a Settings,
     pub(crate) skip: &'a HashSet<CommandId>,
     pub(crate) state: &'a mut Replicated,
@@ -146,9 +148,13 @@ impl<M: Model> Applier<'_, M> {
                 return Ok(());
             }
             Admission::Fenced { leader, epoch } => {
-                // Not decided: the id stays free for a retry on the leader.
+                // Not decided: the id stays free for a retry on the leader. A
+                // waiter here for the same id is that retry when the fenced
+                // copy came from elsewhere: its own copy is still to come.
                 self.counters.commands_fenced += 1;
-                self.complete(id, Completion::Failed(Error::NotLeader { leader, epoch }));
+                if envelope.origin == *self.node_id {
+                    self.complete(id, Completion::Failed(Error::NotLeader { leader, epoch }));
+                }
                 return Ok(());
             }
             Admission::Command(value) => value,

@@ -98,6 +98,7 @@ impl<M: Model> Node<M> {
             let mut model = applied.model.write();
             let mut applier = Applier {
                 stream: self.info.stream.as_ref(),
+                node_id: &self.info.node_id,
                 local_settings: &self.info.settings,
                 skip: &applied.skip,
                 state: &mut state,

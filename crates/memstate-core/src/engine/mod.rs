@@ -29,7 +29,7 @@ mod config;
 mod events;
 mod leadership;
 mod reads;
-mod replicated;
+pub(crate) mod replicated;
 mod snapshots;
 mod stats;
 mod submit;
