@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use super::apply::{Applier, Counters};
 use super::replicated::Replicated;
 use super::snapshots::{self, SnapshotBound, SnapshotHooks};
-use crate::envelope::CommandId;
+use crate::envelope::{CommandId, NodeId};
 use crate::error::Error;
 use crate::model::Model;
 use crate::settings::Settings;
@@ -177,6 +177,7 @@ impl<M: Model> TimeTravel<M> {
         if !done(&state) {
             let mut subscription = stream.subscribe(state.cursor.clone()).await?;
             let mut counters = Counters::default();
+            let past_node = NodeId::new("time-travel");
             let (mut outcomes, mut events) = (Vec::new(), Vec::new());
             loop {
                 let record = match tokio::time::timeout_at(deadline, subscription.next()).await {
@@ -202,6 +203,8 @@ impl<M: Model> TimeTravel<M> {
                 };
                 let mut applier = Applier {
                     stream,
+                    // No waiters here: replayed outcomes are discarded.
+                    node_id: &past_node,
                     local_settings: &self.settings,
                     skip: &self.skip,
                     state: &mut state,
