@@ -11,9 +11,9 @@ use memstate_file::FileStream;
 use serde::Serialize;
 
 use super::Plan;
-use super::load::{Measurement, closed_loop};
+use super::load::Measurement;
+use super::query::write_load;
 use super::tiers::start_bank;
-use super::workload::{execute, transfer};
 use crate::bank::Bank;
 
 /// Subscribers of the measured pass with subscribers.
@@ -133,17 +133,4 @@ async fn with_subscribers(
         received.load(Ordering::Relaxed),
         gaps.load(Ordering::Relaxed),
     ))
-}
-
-async fn write_load(
-    plan: &Plan,
-    engine: &Engine<Bank>,
-    writers: usize,
-) -> Result<Measurement, String> {
-    let (writer, accounts) = (engine.clone(), plan.accounts);
-    closed_loop(writers, plan.budget, move |client, seq| {
-        let engine = writer.clone();
-        async move { execute(&engine, transfer(accounts, client, seq)).await }
-    })
-    .await
 }

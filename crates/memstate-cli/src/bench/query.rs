@@ -106,7 +106,8 @@ async fn passes(plan: &Plan, engine: &Engine<Bank>, writers: usize) -> Result<Qu
     })
 }
 
-async fn write_load(
+/// `writers` clients driving transfers on `engine` for one measured window.
+pub(super) async fn write_load(
     plan: &Plan,
     engine: &Engine<Bank>,
     writers: usize,
