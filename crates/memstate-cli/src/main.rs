@@ -7,6 +7,7 @@ mod bench;
 #[cfg(feature = "conformance")]
 mod conformance;
 mod demo;
+mod history;
 mod inspect;
 mod serve;
 mod stats;
@@ -30,6 +31,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Print a file journal's records as decoded envelopes (JSON lines).
     Inspect(inspect::InspectArgs),
+    /// Print a stream's commands as JSON lines (index, time, node, id, command).
+    History(history::HistoryArgs),
     /// Run the shared conformance suite against a backend.
     #[cfg(feature = "conformance")]
     Conformance(conformance::ConformanceArgs),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Inspect(args) => inspect::run(&args).await,
+            Command::History(args) => history::run(args).await.map(|_| true),
             #[cfg(feature = "conformance")]
             Command::Conformance(args) => conformance::run(args).await,
             #[cfg(feature = "bench")]
