@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use memstate_core::{EngineBuilder, FileSnapshotStore, SnapshotPolicy};
 use memstate_server::kv::{self, KvStore};
-use memstate_server::{ServerBuilder, TlsConfig};
+use memstate_server::{EventFeed, ServerBuilder, TlsConfig};
 
 use crate::CliError;
 use crate::backend::BackendArgs;
@@ -101,6 +101,7 @@ pub async fn run(args: ServeArgs) -> Result<bool, CliError> {
     let engine = builder.start().await?;
     let mut server = kv::queries(ServerBuilder::new(engine.clone()))
         .body_limit(args.body_limit)
+        .events(EventFeed::from_engine(&engine))
         .prometheus(prometheus);
     if let Some(token) = &args.token {
         server = server.bearer_token(token.clone());

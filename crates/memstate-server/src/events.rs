@@ -16,6 +16,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{BoxStream, StreamExt};
+use memstate_core::{Engine, EventsFrom, Model};
 use serde::Deserialize;
 
 use crate::{ApiError, AppState, Hosted};
@@ -49,6 +50,29 @@ impl EventFeed {
     /// A feed from a function that opens a subscription after an index.
     pub fn new(open: impl Fn(Option<u64>) -> FeedStream + Send + Sync + 'static) -> Self {
         Self(Arc::new(open))
+    }
+
+    /// The events a hosted engine's model emits (`CommandContext::emit`),
+    /// read from the engine's retained window: `None` follows from now on,
+    /// `Some(i)` resumes after applied index `i`, and a resume point the
+    /// window no longer holds ends the stream with the gap's message.
+    pub fn from_engine<M: Model>(engine: &Engine<M>) -> Self {
+        let engine = engine.clone();
+        Self::new(move |after| {
+            let from = after.map_or(EventsFrom::Now, EventsFrom::After);
+            engine
+                .raw_events(from)
+                .into_stream()
+                .map(|item| {
+                    item.map(|e| FeedEvent {
+                        index: e.index,
+                        last_in_command: e.last_in_command,
+                        json: e.event.to_string(),
+                    })
+                    .map_err(|e| e.to_string())
+                })
+                .boxed()
+        })
     }
 }
 

@@ -182,7 +182,9 @@ impl Model for KvStore {
         ctx: &mut CommandContext<'_>,
     ) -> Result<KvWrite, KvError> {
         let version = ctx.index();
-        match command {
+        // Each successful write is also the model's event: one per command,
+        // the same on every node; a refused write emits nothing.
+        let write = || match command {
             KvCommand::Put { key, .. }
             | KvCommand::Delete { key }
             | KvCommand::CompareAndSet { key, .. }
@@ -234,7 +236,12 @@ impl Model for KvStore {
                     add(&current, &by).ok_or_else(|| KvError::Overflow { key: key.clone() })?;
                 Ok(self.set(key, Value::Number(sum), version))
             }
+        };
+        let written = write();
+        if let Ok(w) = &written {
+            ctx.emit(w);
         }
+        written
     }
 }
 

@@ -675,3 +675,60 @@ async fn metrics_show_what_the_engine_recorded() {
         assert!(text.contains(expected), "no {expected} in:\n{text}");
     }
 }
+
+/// `/events` wired to a real engine: the built-in model's writes come out as
+/// events whose SSE id is the write's index, and a client that resumes after
+/// the first gets only the second.
+#[tokio::test]
+async fn the_built_in_model_streams_its_writes_as_events_from_the_engine() {
+    let engine = EngineBuilder::new(KvStore::default(), MemoryStream::new())
+        .execute_timeout(Duration::from_secs(10))
+        .start()
+        .await
+        .unwrap();
+    let feed = EventFeed::from_engine(&engine);
+    let router = kv::queries(ServerBuilder::new(engine))
+        .events(feed)
+        .build()
+        .router();
+    let mut indexes = Vec::new();
+    for (key, value) in [("a", 1), ("b", 2)] {
+        let w = call(
+            &router,
+            post(
+                "/commands/put",
+                json!({"key": key, "value": value}).to_string(),
+            ),
+        )
+        .await;
+        assert_eq!(w.status, StatusCode::OK, "{:?}", w.body);
+        indexes.push(w.body["index"].as_u64().unwrap());
+    }
+    // The stream follows the tail forever: read until the expected text is in.
+    async fn first_events(router: &Router, request: Request<Body>, want: usize) -> String {
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body().into_data_stream();
+        let mut text = String::new();
+        while text.matches("event: event").count() < want {
+            let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+                .await
+                .expect("events within 30 s")
+                .expect("the stream stays open")
+                .unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        text
+    }
+    let all = first_events(&router, get("/events?after=0"), 2).await;
+    assert!(all.contains(&format!("id: {}\n", indexes[0])), "{all}");
+    assert!(all.contains(&format!("id: {}\n", indexes[1])), "{all}");
+    assert!(all.contains("\"key\":\"a\""), "{all}");
+    let mut resume = get("/events");
+    resume
+        .headers_mut()
+        .insert("last-event-id", indexes[0].to_string().parse().unwrap());
+    let rest = first_events(&router, resume, 1).await;
+    assert!(rest.contains("\"key\":\"b\""), "{rest}");
+    assert!(!rest.contains("\"key\":\"a\""), "{rest}");
+}
