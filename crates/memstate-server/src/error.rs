@@ -116,6 +116,13 @@ impl ApiError {
                 Self::new(StatusCode::CONFLICT, "in_flight", error.to_string()).retry_after(1)
             }
             Error::Skipped(_) => Self::new(StatusCode::CONFLICT, "skipped", error.to_string()),
+            // A retry of a command every node rejected: it was not applied and
+            // will not be; answering "already applied" would be a lie.
+            Error::AlreadyRejected { index, .. } => {
+                let mut e = Self::new(StatusCode::CONFLICT, "already_rejected", error.to_string());
+                e.body.index = Some(*index);
+                e
+            }
             Error::Encode(_) => Self::bad_request("unencodable_command", error.to_string()),
             Error::UndecodableCommand { .. } => {
                 Self::bad_request("undecodable_command", error.to_string())
@@ -153,5 +160,25 @@ pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
         Category::Syntax | Category::Eof => format!("the body is not valid JSON: {e}"),
         Category::Data => format!("the JSON does not fit: {e}"),
         Category::Io => format!("the body could not be read: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod engine_error_tests {
+    use memstate_core::envelope::CommandId;
+    use memstate_core::{Error, Rejection};
+
+    use super::*;
+
+    #[test]
+    fn a_retry_of_a_rejected_command_is_a_conflict_naming_its_index() {
+        let e = ApiError::from_engine(&Error::AlreadyRejected {
+            command_id: CommandId::random(),
+            index: 7,
+            reason: Rejection::Skipped,
+        });
+        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert_eq!(e.body.error, "already_rejected");
+        assert_eq!(e.body.index, Some(7));
     }
 }
