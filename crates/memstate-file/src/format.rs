@@ -9,8 +9,7 @@ use crate::position::Position;
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"MEMSTJNL";
 /// The format version written into every segment header and the watermark.
 pub const FORMAT_VERSION: u32 = 1;
-/// Bytes of the segment header that precedes the first record.
-pub const SEGMENT_HEADER_LEN: u64 = 32;
+pub use crate::position::SEGMENT_HEADER_LEN;
 /// Bytes of the frame header (`len`, `crc`) in front of every payload.
 pub const FRAME_HEADER_LEN: u64 = 8;
 /// The `len` value that marks a seal instead of a record.

@@ -11,7 +11,11 @@ use std::fmt;
 use memstate_core::Cursor;
 
 use crate::error::FileStreamError;
-use crate::format::SEGMENT_HEADER_LEN;
+
+/// Bytes of the segment header that precedes the first record. Defined here,
+/// beside the positions it offsets, so that `format` depends on `position`
+/// and not the other way round.
+pub const SEGMENT_HEADER_LEN: u64 = 32;
 
 /// Where one record's frame starts (or where the durable data ends): a
 /// segment number and a byte offset inside that segment file.
