@@ -62,6 +62,20 @@ async fn node(stream: &MemoryStream, id: &str, settings: &Settings) -> Engine<Co
     builder(stream, id, settings).start().await.unwrap()
 }
 
+/// A node that writes its snapshots (on demand only) under `dir`.
+async fn node_with_snapshots(
+    stream: &MemoryStream,
+    id: &str,
+    settings: &Settings,
+    dir: &Path,
+) -> Engine<Counts> {
+    builder(stream, id, settings)
+        .snapshots(FileSnapshotStore::new(dir), SnapshotPolicy::on_demand())
+        .start()
+        .await
+        .unwrap()
+}
+
 /// Appends, as another node would, one frame with one command envelope.
 async fn append_by_hand(
     stream: &MemoryStream,
@@ -162,11 +176,7 @@ async fn after_restore(
     id: CommandId,
     check: impl Fn(Error),
 ) {
-    let restored = builder(memory, "restored", settings)
-        .snapshots(FileSnapshotStore::new(dir), SnapshotPolicy::on_demand())
-        .start()
-        .await
-        .unwrap();
+    let restored = node_with_snapshots(memory, "restored", settings, dir).await;
     assert!(restored.stats().snapshots.restored_from.is_some());
     check(engine_error(
         restored
@@ -231,14 +241,7 @@ async fn a_retry_of_an_undecodable_command_is_rejected_naming_the_reason() {
     let multi = settings(WriteMode::MultiWriter, ApplyMode::Direct);
     let memory = MemoryStream::new();
     let dir = tempfile::tempdir().unwrap();
-    let a = builder(&memory, "a", &multi)
-        .snapshots(
-            FileSnapshotStore::new(dir.path()),
-            SnapshotPolicy::on_demand(),
-        )
-        .start()
-        .await
-        .unwrap();
+    let a = node_with_snapshots(&memory, "a", &multi, dir.path()).await;
     // Written by a build whose command this model cannot decode.
     let x = CommandId::random();
     append_by_hand(
@@ -284,14 +287,7 @@ async fn a_retry_of_a_command_that_panicked_in_safe_mode_is_rejected_alike() {
     let safe = settings(WriteMode::MultiWriter, ApplyMode::Safe);
     let memory = MemoryStream::new();
     let dir = tempfile::tempdir().unwrap();
-    let a = builder(&memory, "a", &safe)
-        .snapshots(
-            FileSnapshotStore::new(dir.path()),
-            SnapshotPolicy::on_demand(),
-        )
-        .start()
-        .await
-        .unwrap();
+    let a = node_with_snapshots(&memory, "a", &safe, dir.path()).await;
     let b = node(&memory, "b", &safe).await;
     let x = CommandId::random();
     assert!(matches!(
@@ -325,14 +321,7 @@ async fn a_retry_of_an_applied_command_is_answered_already_applied_after_a_resto
     let multi = settings(WriteMode::MultiWriter, ApplyMode::Direct);
     let memory = MemoryStream::new();
     let dir = tempfile::tempdir().unwrap();
-    let a = builder(&memory, "a", &multi)
-        .snapshots(
-            FileSnapshotStore::new(dir.path()),
-            SnapshotPolicy::on_demand(),
-        )
-        .start()
-        .await
-        .unwrap();
+    let a = node_with_snapshots(&memory, "a", &multi, dir.path()).await;
     let x = CommandId::random();
     let done = a.execute_with_id(x, Cmd::Incr("x".into())).await.unwrap();
     a.snapshot().await.unwrap();
@@ -353,14 +342,7 @@ async fn a_fenced_id_stays_free_after_a_snapshot_restore() {
     let single = settings(WriteMode::SingleLeader, ApplyMode::Direct);
     let memory = MemoryStream::new();
     let dir = tempfile::tempdir().unwrap();
-    let leader = builder(&memory, "leader", &single)
-        .snapshots(
-            FileSnapshotStore::new(dir.path()),
-            SnapshotPolicy::on_demand(),
-        )
-        .start()
-        .await
-        .unwrap();
+    let leader = node_with_snapshots(&memory, "leader", &single, dir.path()).await;
     leader.claim_leadership().await.unwrap();
     let x = CommandId::random();
     append_by_hand(&memory, x, "impostor", Some(1), incr("x")).await;
@@ -369,14 +351,7 @@ async fn a_fenced_id_stays_free_after_a_snapshot_restore() {
     leader.snapshot().await.unwrap();
     leader.shutdown().await;
 
-    let restored = builder(&memory, "leader", &single)
-        .snapshots(
-            FileSnapshotStore::new(dir.path()),
-            SnapshotPolicy::on_demand(),
-        )
-        .start()
-        .await
-        .unwrap();
+    let restored = node_with_snapshots(&memory, "leader", &single, dir.path()).await;
     assert!(restored.stats().snapshots.restored_from.is_some());
     assert!(restored.is_leader());
     let done = restored
