@@ -180,6 +180,13 @@ impl<M: Model> Node<M> {
         // is already taken and lose to a claim it had not read yet.
         self.catch_up_to_tail(Instant::now() + self.info.config.execute_timeout)
             .await?;
+        self.claim_caught_up().await
+    }
+
+    /// Claims the epoch after the newest this node has applied; the caller
+    /// has just caught up with the tail.
+    async fn claim_caught_up(&self) -> Result<u64, Error> {
+        self.check_running()?;
         let epoch = self.applied.state.lock().leadership.epoch + 1;
         let claim = Control::AssumeLeadership { epoch };
         let read_back = self
@@ -227,7 +234,8 @@ impl<M: Model> Node<M> {
             return Attempt::NotNeeded;
         }
         tracing::info!(node = %self.info.node_id, epoch = lead.epoch, leader = ?lead.leader, "leader silent; claiming the next epoch");
-        match self.claim().await {
+        // Caught up above: claim without asking for the tail a second time.
+        match self.claim_caught_up().await {
             Ok(_) => Attempt::Won,
             Err(Error::NotLeader { .. }) => Attempt::NotNeeded,
             Err(e) => {
