@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use memstate_core::{EngineBuilder, FileSnapshotStore, SnapshotPolicy};
+use memstate_core::{Engine, EngineBuilder, FileSnapshotStore, SnapshotPolicy};
 use memstate_server::kv::{self, KvStore};
-use memstate_server::{EventFeed, ServerBuilder, TlsConfig};
+use memstate_server::{EventFeed, PrometheusHandle, ServerBuilder, TlsConfig};
 
 use crate::CliError;
 use crate::backend::BackendArgs;
@@ -75,6 +75,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// The server `memstate serve` builds around its engine (before its own
+/// options: body limit, token): the built-in model's queries, its events
+/// and the Prometheus figures. The bench's HTTP tier serves the same.
+pub(crate) fn kv_server(
+    engine: &Engine<KvStore>,
+    prometheus: PrometheusHandle,
+) -> ServerBuilder<KvStore> {
+    kv::queries(ServerBuilder::new(engine.clone()))
+        .events(EventFeed::from_engine(engine))
+        .prometheus(prometheus)
+}
+
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<bool, CliError> {
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -99,10 +111,7 @@ pub async fn run(args: ServeArgs) -> Result<bool, CliError> {
         );
     }
     let engine = builder.start().await?;
-    let mut server = kv::queries(ServerBuilder::new(engine.clone()))
-        .body_limit(args.body_limit)
-        .events(EventFeed::from_engine(&engine))
-        .prometheus(prometheus);
+    let mut server = kv_server(&engine, prometheus).body_limit(args.body_limit);
     if let Some(token) = &args.token {
         server = server.bearer_token(token.clone());
     }

@@ -13,13 +13,16 @@
 //! Beside them: SQLite doing the same transfers, replay speed from a journal
 //! of a million commands, queries while writes run, and memory per million
 //! accounts. The cluster tier runs several node processes on one stream of
-//! each backend (`cluster/`). Results go to `target/bench/<time>.json` and
+//! each backend (`cluster/`); the HTTP tier compares `POST /commands/put` to
+//! the server `memstate serve` runs with `Engine::execute` on the same
+//! engine (`http.rs`). Results go to `target/bench/<time>.json` and
 //! `latest.json`.
 //! See `docs/benchmarks.md`.
 
 pub(crate) mod cluster;
 mod events;
 mod file;
+mod http;
 mod kafka;
 mod kinesis;
 mod load;
@@ -62,6 +65,9 @@ pub enum Part {
     Events,
     /// Several node processes on one stream of each backend.
     Cluster,
+    /// `POST /commands/put` to a `memstate serve`-equivalent server against
+    /// `Engine::execute` on the same engine and file journal.
+    Http,
 }
 
 /// Measures memstate against the raw backends and SQLite.
@@ -113,6 +119,9 @@ pub struct BenchArgs {
     /// properties (`key=value;key=value`; repeatable).
     #[arg(long, value_name = "PROPERTIES")]
     pub cluster_kafka_variant: Vec<String>,
+    /// Closed-loop HTTP clients of the HTTP tier (and embedded callers it is compared with).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub http_clients: usize,
     /// Where the JSON results go.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub out_dir: PathBuf,
@@ -372,6 +381,9 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
     let mut extras = Vec::new();
     if wanted(&args, Part::Cluster) {
         extras.push(cluster::run(&plan, &args, &work).await);
+    }
+    if wanted(&args, Part::Http) {
+        extras.push(http::run(&plan, args.http_clients, &work).await);
     }
 
     let report = Report {

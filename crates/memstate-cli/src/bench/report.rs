@@ -248,11 +248,11 @@ pub(crate) fn write(report: &Report, dir: &Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn opt(v: Option<f64>) -> String {
+pub(crate) fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
 }
 
-fn cells(m: &Measurement) -> String {
+pub(crate) fn cells(m: &Measurement) -> String {
     format!(
         "{:>9.0} {:>7} {:>7} {:>7}",
         m.per_sec,

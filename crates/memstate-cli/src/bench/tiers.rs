@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use memstate_core::{
-    Capabilities, Cursor, Engine, EngineBuilder, Stream, StreamError, Subscription,
+    Capabilities, Cursor, Engine, EngineBuilder, Model, Stream, StreamError, Subscription,
 };
 use serde::Serialize;
 
@@ -262,19 +262,33 @@ pub(crate) async fn start_bank(
     node: &str,
     plan: &Plan,
 ) -> Result<Engine<Bank>, String> {
-    let mut builder = EngineBuilder::with_shared_stream(Bank::default(), stream).node_id(node);
-    if let Some(n) = plan.max_in_flight_appends {
-        builder = builder.max_in_flight_appends(n);
-    }
-    let engine = builder
-        .start()
-        .await
-        .map_err(|e| format!("starting the engine failed: {e}"))?;
+    let engine = start_engine(Bank::default(), stream, node, plan).await?;
     if let Err(e) = open_accounts(&engine, plan.accounts, 256).await {
         engine.shutdown().await;
         return Err(e);
     }
     Ok(engine)
+}
+
+/// Starts an engine of `model` on `stream` with the plan's settings.
+///
+/// # Errors
+///
+/// The engine does not start, as text.
+pub(crate) async fn start_engine<M: Model>(
+    model: M,
+    stream: Arc<dyn Stream>,
+    node: &str,
+    plan: &Plan,
+) -> Result<Engine<M>, String> {
+    let mut builder = EngineBuilder::with_shared_stream(model, stream).node_id(node);
+    if let Some(n) = plan.max_in_flight_appends {
+        builder = builder.max_in_flight_appends(n);
+    }
+    builder
+        .start()
+        .await
+        .map_err(|e| format!("starting the engine failed: {e}"))
 }
 
 /// The engine tier: bank transfers through `Engine::execute`.
