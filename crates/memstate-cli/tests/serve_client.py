@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""A client that is not Rust, against two `memstate serve` nodes on one journal.
+"""A client that is not Rust, against two or more `memstate serve` nodes on one
+stream (a journal, a topic, a Kinesis stream).
 
-Usage: serve_client.py URL_A URL_B. Exits non-zero on the first failed check.
-Standard library only.
+Usage: serve_client.py URL_A URL_B [URL ...]. A is started with node id node-a and
+--body-limit 4096. Writes go to A and B; every node must read them and end with
+the same state. Exits non-zero on the first failed check. Standard library only.
 """
 
 import json
@@ -12,7 +14,10 @@ import urllib.error
 import urllib.request
 import uuid
 
-A, B = sys.argv[1].rstrip("/"), sys.argv[2].rstrip("/")
+NODES = [url.rstrip("/") for url in sys.argv[1:]]
+if len(NODES) < 2:
+    sys.exit("usage: serve_client.py URL_A URL_B [URL ...]")
+A, B = NODES[0], NODES[1]
 checks = 0
 
 
@@ -42,8 +47,8 @@ def as_json(text):
     return json.loads(text) if text else None
 
 
-# Both nodes are up and caught up.
-for node in (A, B):
+# Every node is up and caught up.
+for node in NODES:
     status, _, body = call("GET", node + "/healthz")
     check(status == 200, f"{node} /healthz")
     status, _, body = call("GET", node + "/readyz")
@@ -56,8 +61,9 @@ index = as_json(body)["index"]
 check(headers.get("memstate-index") == str(index), "the write's index is in the memstate-index header", headers)
 status, _, body = call("GET", f"{B}/queries/get?key=doc/1&consistency=at_least:{index}")
 check(status == 200 and as_json(body)["value"] == {"title": "hello", "n": 1}, "B reads A's write at its index", body)
-status, _, body = call("GET", f"{B}/queries/get?key=doc/1&consistency=read_your_writes", headers={"Memstate-Last-Write": str(index)})
-check(as_json(body)["version"] == index, "read_your_writes with the write's index on the other node", body)
+for node in NODES[1:]:
+    status, _, body = call("GET", f"{node}/queries/get?key=doc/1&consistency=read_your_writes", headers={"Memstate-Last-Write": str(index)})
+    check(status == 200 and as_json(body)["version"] == index, f"{node}: read_your_writes with the write's index from A", body)
 
 # A retry with the same Idempotency-Key, sent to the other node, is applied once.
 key = "retry-" + str(uuid.uuid4())
@@ -69,7 +75,7 @@ status, _, second = call("POST", B + "/commands/increment", {"key": "counter", "
 # already applied (already_applied, no output). Either way, the same index.
 check(status == 200, "the retry on B succeeds", second)
 check(as_json(second)["index"] == as_json(first)["index"], "the retry answers with the first index", second)
-for node in (A, B):
+for node in NODES:
     _, _, body = call("GET", node + "/queries/get?key=counter&consistency=linearizable")
     check(as_json(body)["value"] == 5, f"{node}: the increment counted once", body)
 
@@ -94,14 +100,14 @@ for t in threads:
     t.join()
 check(not errors, "every concurrent write succeeded", errors[:3])
 views = []
-for node in (A, B):
+for node in NODES:
     _, _, shared = call("GET", node + "/queries/get?key=shared&consistency=linearizable")
     _, _, listed = call("GET", node + "/queries/list?prefix=w&limit=1000&consistency=linearizable")
     _, _, count = call("GET", node + "/queries/count?prefix=w&consistency=linearizable")
     views.append((as_json(shared)["value"], as_json(listed), as_json(count)))
 check(views[0][0] == 100, "100 increments from 4 writers on 2 nodes", views[0][0])
 check(views[0][2] == 100, "100 keys written", views[0][2])
-check(views[0] == views[1], "both nodes hold the same state")
+check(all(view == views[0] for view in views), f"all {len(NODES)} nodes hold the same state")
 
 # Bad input.
 status, _, body = call("POST", A + "/commands/put", raw=b'{"key": "x", "value": ')

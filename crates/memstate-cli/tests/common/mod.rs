@@ -3,6 +3,7 @@
 // Test support: a failure here is a test failure.
 #![allow(dead_code, clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -25,10 +26,28 @@ impl Served {
     /// Starts a node on the file journal in `dir`, on a free loopback port,
     /// and waits until it prints where it listens.
     pub fn start(dir: &Path, node_id: &str, extra: &[&str], env: &[(&str, &str)]) -> Served {
+        let backend = [
+            OsStr::new("--backend"),
+            OsStr::new("file"),
+            OsStr::new("--dir"),
+            dir.as_os_str(),
+        ];
+        Served::start_on(&backend, node_id, extra, env)
+    }
+
+    /// Starts a node on the stream `backend` names (`memstate serve`'s
+    /// backend options), on a free loopback port, and waits until it prints
+    /// where it listens.
+    pub fn start_on(
+        backend: &[&OsStr],
+        node_id: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Served {
         let mut command = Command::new(env!("CARGO_BIN_EXE_memstate"));
         command
-            .args(["serve", "--backend", "file", "--dir"])
-            .arg(dir)
+            .arg("serve")
+            .args(backend)
             .args(["--listen", "127.0.0.1:0", "--node-id", node_id])
             .args(extra)
             .stdout(Stdio::piped())
