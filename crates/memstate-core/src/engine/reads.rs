@@ -4,6 +4,13 @@
 //! first learn where the stream ends ("check the tail", as in Tango) and then
 //! wait until the apply loop has played forward to it. One deadline, the
 //! node's read timeout, bounds the whole wait.
+//!
+//! Every read is cooperative: it spends one unit of tokio's task budget
+//! before it checks its level, so a read whose level is already met (a
+//! `Local` read, or any level on a node that is caught up) still yields to
+//! the runtime once the task's budget is spent. Without that, a task looping
+//! over such reads never returns to the scheduler, and on a small runtime the
+//! writer, the apply loop and every caller waiting for a write starve.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -63,7 +70,11 @@ impl<M: Model> Node<M> {
         level: Consistency,
         own_last_write: u64,
     ) -> Result<(), Error> {
+        tokio::task::coop::consume_budget().await;
         self.check_running()?;
+        if level == Consistency::Local {
+            return Ok(());
+        }
         let deadline = Instant::now() + self.info.config.read_timeout;
         match level {
             Consistency::Local => Ok(()),
