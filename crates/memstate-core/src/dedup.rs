@@ -64,13 +64,55 @@ pub(crate) struct Seen {
 /// shape of snapshots written before outcomes were recorded (`seen` maps an id
 /// to its index); `rejected` is added beside it and defaults to empty, so an
 /// old snapshot restores with every id counted as applied, as it was then.
+///
+/// The accounted size (see [`DedupWindow::max_bytes`]) is not serialized: it
+/// follows from the entries, and is recounted when a snapshot is read.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "DedupRepr")]
 pub(crate) struct Dedup {
     seen: HashMap<CommandId, u64>,
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     rejected: HashMap<CommandId, Rejection>,
     order: VecDeque<(CommandId, u64)>,
     newest_ts: u64,
+    /// The rejection texts' bytes, the variable part of the accounted size.
+    #[serde(skip)]
+    text_bytes: u64,
+}
+
+/// The serialized form of [`Dedup`], from which its accounted size is
+/// recounted.
+#[derive(Deserialize)]
+struct DedupRepr {
+    seen: HashMap<CommandId, u64>,
+    #[serde(default)]
+    rejected: HashMap<CommandId, Rejection>,
+    order: VecDeque<(CommandId, u64)>,
+    newest_ts: u64,
+}
+
+impl From<DedupRepr> for Dedup {
+    fn from(r: DedupRepr) -> Self {
+        let text_bytes = r.rejected.values().map(Rejection::text_bytes).sum();
+        Self {
+            seen: r.seen,
+            rejected: r.rejected,
+            order: r.order,
+            newest_ts: r.newest_ts,
+            text_bytes,
+        }
+    }
+}
+
+impl Rejection {
+    /// The bytes of text this rejection keeps in the window.
+    fn text_bytes(&self) -> u64 {
+        match self {
+            Self::Skipped => 0,
+            Self::Undecodable { reason } => reason.len() as u64,
+            Self::Panicked { message } => message.len() as u64,
+        }
+    }
 }
 
 impl Dedup {
@@ -96,28 +138,42 @@ impl Dedup {
         if self.seen.insert(id, index).is_none() {
             self.order.push_back((id, ts));
         }
-        match rejected {
+        let replaced = match rejected {
             Some(why) => {
-                self.rejected.insert(id, why);
+                self.text_bytes += why.text_bytes();
+                self.rejected.insert(id, why)
             }
-            None => {
-                self.rejected.remove(&id);
-            }
-        }
+            None => self.rejected.remove(&id),
+        };
+        self.forget_text(replaced.as_ref());
         let horizon = self.newest_ts.saturating_sub(window.max_age_ms);
         while let Some(&(old, old_ts)) = self.order.front() {
             let too_many = self.order.len() as u64 > window.max_entries;
-            if !(too_many || old_ts < horizon) {
+            let too_big = self.bytes() > window.max_bytes;
+            if !(too_many || too_big || old_ts < horizon) {
                 break;
             }
             self.order.pop_front();
             self.seen.remove(&old);
-            self.rejected.remove(&old);
+            let gone = self.rejected.remove(&old);
+            self.forget_text(gone.as_ref());
+        }
+    }
+
+    /// Takes a rejection's text out of the accounted size.
+    fn forget_text(&mut self, gone: Option<&Rejection>) {
+        if let Some(why) = gone {
+            self.text_bytes = self.text_bytes.saturating_sub(why.text_bytes());
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.seen.len()
+    }
+
+    /// The window's accounted size (see [`DedupWindow::max_bytes`]).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.order.len() as u64 * DedupWindow::ENTRY_BYTES + self.text_bytes
     }
 }
 
@@ -130,6 +186,7 @@ mod tests {
         let window = DedupWindow {
             max_age_ms: 100,
             max_entries: 3,
+            ..DedupWindow::default()
         };
         let mut d = Dedup::default();
         let ids: Vec<CommandId> = (0..5).map(|_| CommandId::random()).collect();
@@ -194,5 +251,57 @@ mod tests {
                 rejected: Some(why)
             })
         );
+    }
+
+    #[test]
+    fn window_forgets_by_accounted_bytes() {
+        let window = DedupWindow {
+            max_age_ms: u64::MAX,
+            max_entries: u64::MAX,
+            max_bytes: 3 * DedupWindow::ENTRY_BYTES + 10,
+        };
+        let mut d = Dedup::default();
+        let ids: Vec<CommandId> = (0..5).map(|_| CommandId::random()).collect();
+        for (i, id) in ids.iter().take(3).enumerate() {
+            d.insert(*id, i as u64 + 1, None, 1000, &window);
+        }
+        assert_eq!(d.len(), 3, "three plain ids fit");
+        assert_eq!(d.bytes(), 3 * DedupWindow::ENTRY_BYTES);
+        let why = Rejection::Undecodable {
+            reason: "twenty bytes of text".into(),
+        };
+        d.insert(ids[3], 4, Some(why.clone()), 1000, &window);
+        assert_eq!(d.len(), 2, "an entry and 20 bytes of text push out two");
+        assert_eq!(d.get(&ids[1]), None);
+        assert_eq!(d.get(&ids[3]).and_then(|s| s.rejected), Some(why));
+        assert_eq!(d.bytes(), 2 * DedupWindow::ENTRY_BYTES + 20);
+        d.insert(ids[4], 5, None, 1000, &window);
+        assert_eq!(d.len(), 2, "while the text stays, three ids do not fit");
+        assert_eq!(d.get(&ids[2]), None);
+        assert_eq!(d.bytes(), 2 * DedupWindow::ENTRY_BYTES + 20);
+        d.insert(ids[0], 6, None, 1000, &window);
+        assert_eq!(d.get(&ids[3]), None, "the oldest, rejected, goes");
+        assert_eq!(d.bytes(), 2 * DedupWindow::ENTRY_BYTES, "with its text");
+    }
+
+    #[test]
+    fn accounted_bytes_are_recounted_from_a_snapshot() {
+        let window = DedupWindow::default();
+        let mut d = Dedup::default();
+        let why = Rejection::Panicked {
+            message: "boom".into(),
+        };
+        d.insert(CommandId::random(), 1, Some(why), 10, &window);
+        d.insert(CommandId::random(), 2, None, 11, &window);
+        let back: Dedup = serde_json::from_slice(&serde_json::to_vec(&d).unwrap()).unwrap();
+        assert_eq!(back.bytes(), 2 * DedupWindow::ENTRY_BYTES + 4);
+        assert_eq!(back.bytes(), d.bytes());
+    }
+
+    #[test]
+    fn a_genesis_window_without_a_byte_bound_reads_with_the_default() {
+        let old = serde_json::json!({ "max_age_ms": 600000, "max_entries": 1000000 });
+        let window: DedupWindow = serde_json::from_value(old).unwrap();
+        assert_eq!(window, DedupWindow::default());
     }
 }

@@ -52,10 +52,19 @@ pub enum ApplyMode {
 
 /// The de-duplication window: command ids remembered to drop duplicates.
 ///
-/// It is defined by envelope timestamps and a count, never by the host's
-/// clock, so every node keeps the same window. It must outlast the longest
-/// retry horizon of any adapter (librdkafka's `message.timeout.ms` defaults to
-/// 300 s).
+/// It is defined by envelope timestamps, a count and a byte budget, never by
+/// the host's clock or allocator, so every node keeps the same window. An id
+/// leaves it when it is older than `max_age_ms`, or when keeping it would
+/// exceed `max_entries` or `max_bytes`, whichever comes first (oldest first).
+/// It must outlast the longest retry horizon of any adapter (librdkafka's
+/// `message.timeout.ms` defaults to 300 s): at the default count bound that
+/// holds up to about 3,300 commands/s sustained over those 300 s.
+///
+/// Bytes are *accounted*, the same on every node: [`DedupWindow::ENTRY_BYTES`]
+/// per id plus the text of a recorded rejection (a decoder's message, a panic
+/// message). Defaults: 10 minutes, 1,000,000 ids, 96 MiB — the count binds
+/// first unless rejections carry long texts, and 1,000,000 ids take about
+/// 90 MiB of resident memory (see `docs/benchmarks.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupWindow {
     /// Ids are kept at least while younger than this (by envelope timestamp,
@@ -63,6 +72,11 @@ pub struct DedupWindow {
     pub max_age_ms: u64,
     /// At most this many ids are kept; the oldest go first.
     pub max_entries: u64,
+    /// At most this many accounted bytes are kept; the oldest ids go first.
+    /// A Genesis record written before this bound existed reads with the
+    /// default, so such a stream opens under the default configuration.
+    #[serde(default = "DedupWindow::default_max_bytes")]
+    pub max_bytes: u64,
 }
 
 impl Default for DedupWindow {
@@ -70,11 +84,22 @@ impl Default for DedupWindow {
         Self {
             max_age_ms: 10 * 60 * 1000,
             max_entries: 1_000_000,
+            max_bytes: Self::default_max_bytes(),
         }
     }
 }
 
 impl DedupWindow {
+    /// Bytes accounted for each id in the window, beside the text of its
+    /// rejection if any: the id and its index in the lookup table, the id
+    /// and its timestamp in the expiry queue, and the tables' spare room.
+    pub const ENTRY_BYTES: u64 = 96;
+
+    /// The default byte budget: 96 MiB.
+    pub const fn default_max_bytes() -> u64 {
+        96 * 1024 * 1024
+    }
+
     /// The age bound as a duration.
     pub fn max_age(&self) -> Duration {
         Duration::from_millis(self.max_age_ms)

@@ -25,6 +25,8 @@ use crate::bank::{Bank, BankCommand};
 
 /// Envelopes per record in the journals replayed.
 const PACKINGS: [usize; 2] = [1, 64];
+/// Bytes in a mebibyte.
+const MIB: f64 = 1024.0 * 1024.0;
 /// Envelopes encoded per `append` while generating.
 const CHUNK: usize = 64 * 256;
 
@@ -55,6 +57,24 @@ pub(crate) struct Replay {
     pub ratio_to_decode: f64,
     /// Growth of resident memory across the engine start, MiB.
     pub engine_rss_growth_mib: Option<f64>,
+    /// The engine's own overhead after the start: the de-duplication window.
+    pub window: WindowOverhead,
+}
+
+/// The de-duplication window after a replay, and the engine's memory growth
+/// scaled to a million commands.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct WindowOverhead {
+    /// Command ids in the window (its count bound and age decide how many).
+    pub ids: usize,
+    /// Its accounted bytes (`Stats::dedup_window_bytes`), MiB.
+    pub accounted_mib: f64,
+    /// The accounted bytes per million ids, MiB.
+    pub accounted_mib_per_million: f64,
+    /// The engine start's resident memory growth per million commands
+    /// replayed, MiB: the window, the model (small here: its accounts) and
+    /// allocator slack.
+    pub rss_growth_mib_per_million_commands: Option<f64>,
 }
 
 /// A timed pass over a journal.
@@ -95,7 +115,7 @@ pub(crate) async fn run(plan: &Plan, work: &Path) -> Result<Vec<Replay>, String>
     for ((dir, &per_record), (records, bytes)) in dirs.iter().zip(&PACKINGS).zip(generated) {
         let read = read_all(dir, false).await?;
         let decode = read_all(dir, true).await?;
-        let (engine, rss) = start_engine(dir, records, commands, plan.accounts).await?;
+        let (engine, rss, window) = start_engine(dir, records, commands, plan.accounts).await?;
         let replay = Replay {
             commands_per_record: per_record,
             commands,
@@ -108,6 +128,7 @@ pub(crate) async fn run(plan: &Plan, work: &Path) -> Result<Vec<Replay>, String>
             decode,
             engine,
             engine_rss_growth_mib: rss,
+            window,
         };
         plan.progress(&format!(
             "replay {per_record:>2}/record: read {:>9.0} records/s, decode {:>9.0} commands/s, engine {:>9.0} commands/s ({:.2} s)",
@@ -244,13 +265,14 @@ async fn read_all(dir: &Path, decode: bool) -> Result<Rate, String> {
     Ok(Rate::of(elapsed, records, commands))
 }
 
-/// Starts an engine on the journal; returns its rate and the RSS growth.
+/// Starts an engine on the journal; returns its rate, the RSS growth and
+/// the de-duplication window's overhead.
 async fn start_engine(
     dir: &Path,
     records: u64,
     commands: u64,
     accounts: u64,
-) -> Result<(Rate, Option<f64>), String> {
+) -> Result<(Rate, Option<f64>, WindowOverhead), String> {
     let before = rss_bytes();
     let started = Instant::now();
     let stream = FileStream::open(dir)
@@ -278,8 +300,16 @@ async fn start_engine(
         ));
     }
     let rss = match (before, after) {
-        (Some(b), Some(a)) => Some((a as f64 - b as f64) / (1024.0 * 1024.0)),
+        (Some(b), Some(a)) => Some((a as f64 - b as f64) / MIB),
         _ => None,
     };
-    Ok((Rate::of(elapsed, records, commands), rss))
+    let millions = commands.max(1) as f64 / 1e6;
+    let accounted_mib = stats.dedup_window_bytes as f64 / MIB;
+    let window = WindowOverhead {
+        ids: stats.dedup_window_len,
+        accounted_mib,
+        accounted_mib_per_million: accounted_mib / (stats.dedup_window_len.max(1) as f64 / 1e6),
+        rss_growth_mib_per_million_commands: rss.map(|r| r / millions),
+    };
+    Ok((Rate::of(elapsed, records, commands), rss, window))
 }

@@ -352,6 +352,15 @@ pub(crate) fn table(report: &Report) -> String {
                     r.ratio_to_read,
                     r.ratio_to_decode
                 );
+                let w = &r.window;
+                let rss = w
+                    .rss_growth_mib_per_million_commands
+                    .map_or_else(|| "n/a".to_owned(), |m| format!("{m:.1} MiB"));
+                let _ = writeln!(
+                    out,
+                    "   de-duplication window: {} ids, {:.1} MiB accounted ({:.1} MiB per million ids); resident growth per million commands: {rss}",
+                    w.ids, w.accounted_mib, w.accounted_mib_per_million
+                );
             }
         }
         other => section_line(&mut out, "replay", other),

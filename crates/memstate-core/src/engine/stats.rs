@@ -60,6 +60,9 @@ pub struct Stats {
     pub commands_applied: u64,
     /// Command ids in the de-duplication window.
     pub dedup_window_len: usize,
+    /// The de-duplication window's accounted bytes (bounded by
+    /// [`DedupWindow::max_bytes`](crate::DedupWindow::max_bytes)).
+    pub dedup_window_bytes: u64,
     /// Leadership as the log decides it (epoch and leader).
     pub leadership: Leadership,
     /// Whether this node is the leader, as far as it has applied the log.
@@ -98,6 +101,7 @@ impl<M: Model> Node<M> {
             bad_records_skipped: counters.bad_records_skipped,
             commands_applied: counters.commands_applied,
             dedup_window_len: state.dedup.len(),
+            dedup_window_bytes: state.dedup.bytes(),
             leadership: state.leadership.clone(),
             is_leader: state.leadership.leader.as_ref() == Some(&self.info.node_id),
             leader_silence: self.leader_watch.last_signal_age(),
