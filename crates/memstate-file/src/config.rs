@@ -63,6 +63,16 @@ pub struct FileStreamConfig {
     /// and logs it. Set it for one opening after deciding the loss is
     /// acceptable, then unset it: left on, it would hide the next loss too.
     pub accept_data_loss: bool,
+    /// Zero-fill the segment being written this many bytes ahead of its last
+    /// record (`0`, the default, turns it off; 1 MiB is a reasonable value,
+    /// [`FileStreamConfig::SUGGESTED_PREALLOCATE`]). An append that lands in
+    /// zero-filled blocks does not grow the file, so its `fdatasync` writes
+    /// the data only, without committing a new file size through the file
+    /// system's journal: a lone writer's fsync gets cheaper. The price is
+    /// writing every byte of the journal twice (zeros first). Free space is
+    /// never read as records (an all-zero frame header fails its checksum);
+    /// a sealed segment is cut back to its seal.
+    pub preallocate: u64,
 }
 
 impl FileStreamConfig {
@@ -74,6 +84,8 @@ impl FileStreamConfig {
     pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(20);
     /// The default writer-lock timeout: 30 s.
     pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+    /// A reasonable zero-filled room ahead of the last record: 1 MiB.
+    pub const SUGGESTED_PREALLOCATE: u64 = 1024 * 1024;
 
     /// Defaults for a journal in `dir`.
     pub fn new(dir: impl AsRef<Path>) -> Self {
@@ -86,6 +98,7 @@ impl FileStreamConfig {
             verify_on_open: true,
             file_events: true,
             accept_data_loss: false,
+            preallocate: 0,
         }
     }
 
@@ -122,6 +135,12 @@ impl FileStreamConfig {
     /// Sets [`FileStreamConfig::verify_on_open`].
     pub fn with_verify_on_open(mut self, verify: bool) -> Self {
         self.verify_on_open = verify;
+        self
+    }
+
+    /// Sets [`FileStreamConfig::preallocate`] (`0`: off).
+    pub fn with_preallocate(mut self, bytes: u64) -> Self {
+        self.preallocate = bytes;
         self
     }
 

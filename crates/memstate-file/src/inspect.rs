@@ -46,6 +46,9 @@ pub struct SegmentSummary {
     pub records: u64,
     /// Whether it ends with a seal.
     pub sealed: bool,
+    /// Bytes of free space (zeros) after its last frame: room the writer
+    /// zero-filled ahead of time, or a crash left.
+    pub free_bytes: u64,
 }
 
 /// Damage that opening the journal would refuse.
@@ -200,6 +203,9 @@ pub fn scan(
             len: result.file_len,
             records: result.records,
             sealed: result.sealed,
+            free_bytes: result
+                .free_from
+                .map_or(0, |free| result.file_len.saturating_sub(free)),
         });
         let hint = WatermarkHint {
             end_in_segment: watermark

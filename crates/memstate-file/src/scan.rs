@@ -1,13 +1,20 @@
 //! Reading a whole segment front to back, checking every frame, and deciding
 //! whether a bad frame is a torn tail or corruption.
 //!
+//! Zeros from a frame boundary to the end of the file are free space, not a
+//! frame: the writer zero-fills segments ahead of their last record
+//! (preallocation), and a crash can leave a file extended by zeros. An
+//! all-zero frame header never passes its checksum (the CRC covers the
+//! length), so free space cannot be mistaken for a record. Free space inside
+//! what the watermark says is durable is lost data, judged as corruption.
+//!
 //! Used by recovery (under the writer lock) and by the read-only inspector,
 //! so both judge a journal the same way. Also compares the durable watermark
 //! with the segments: a journal shorter than its watermark lost acknowledged
 //! data ([`DataLoss`]).
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::FileStreamError;
@@ -43,8 +50,8 @@ pub(crate) struct Fault {
     /// Where the bad frame (or header, at 0) starts.
     pub(crate) offset: u64,
     pub(crate) kind: FaultKind,
-    /// Whether the frame's declared end is exactly the end of the file, i.e.
-    /// it is the last thing in the file.
+    /// Whether the frame's declared end is exactly the end of the file, or
+    /// only zeros (free space) follow it: it is the last frame in the file.
     pub(crate) ends_at_eof: bool,
     /// Whether every byte from `offset` to the end of the file is zero (a file
     /// extended by a crash before its data reached the disk).
@@ -67,6 +74,9 @@ pub(crate) struct SegmentScan {
     pub(crate) end: u64,
     /// A valid seal was read.
     pub(crate) sealed: bool,
+    /// Where free space (zeros to the end of the file) starts after the last
+    /// valid frame, if the file has any.
+    pub(crate) free_from: Option<u64>,
     /// The first bad frame, if any; nothing after it was read.
     pub(crate) fault: Option<Fault>,
 }
@@ -99,6 +109,7 @@ pub(crate) fn scan_segment(
         last_record: None,
         end: SEGMENT_HEADER_LEN,
         sealed: false,
+        free_from: None,
         fault: None,
     };
     let mut reader = BufReader::with_capacity(SCAN_BUFFER, file);
@@ -114,7 +125,7 @@ pub(crate) fn scan_segment(
             FaultKind::BadHeader
         };
         scan.end = 0;
-        scan.fault = Some(fault_at(&mut reader, 0, file_len, kind, false, reason).map_err(io_err)?);
+        scan.fault = Some(fault_at(&mut reader, 0, file_len, kind, None, reason).map_err(io_err)?);
         return Ok(scan);
     }
 
@@ -133,6 +144,10 @@ pub(crate) fn scan_segment(
     reader.seek(SeekFrom::Start(pos)).map_err(io_err)?;
     let mut payload = Vec::new();
     while pos < file_len {
+        if free_space_at(&mut reader, pos, file_len).map_err(io_err)? {
+            scan.free_from = Some(pos);
+            return Ok(scan);
+        }
         if scan.sealed {
             scan.fault = Some(
                 fault_at(
@@ -140,7 +155,7 @@ pub(crate) fn scan_segment(
                     pos,
                     file_len,
                     FaultKind::AfterSeal,
-                    false,
+                    None,
                     format!("{} bytes follow the segment's seal", file_len - pos),
                 )
                 .map_err(io_err)?,
@@ -155,7 +170,7 @@ pub(crate) fn scan_segment(
                     pos,
                     file_len,
                     FaultKind::Incomplete,
-                    true,
+                    Some(file_len),
                     format!("frame header is incomplete ({remaining} of {FRAME_HEADER_LEN} bytes)"),
                 )
                 .map_err(io_err)?,
@@ -167,14 +182,13 @@ pub(crate) fn scan_segment(
         match FrameHeader::decode(&raw) {
             FrameHeader::Seal { crc } => {
                 if !seal_crc_ok(crc) {
-                    let ends_at_eof = remaining == FRAME_HEADER_LEN;
                     scan.fault = Some(
                         fault_at(
                             &mut reader,
                             pos,
                             file_len,
                             FaultKind::Bad,
-                            ends_at_eof,
+                            Some(pos + FRAME_HEADER_LEN),
                             "seal checksum mismatch".to_owned(),
                         )
                         .map_err(io_err)?,
@@ -189,7 +203,7 @@ pub(crate) fn scan_segment(
                 let frame_end = pos + FRAME_HEADER_LEN + u64::from(len);
                 if frame_end > file_len {
                     scan.fault = Some(
-                        fault_at(&mut reader, pos, file_len, FaultKind::Incomplete, false, format!(
+                        fault_at(&mut reader, pos, file_len, FaultKind::Incomplete, None, format!(
                             "record of {len} bytes extends past the end of the file ({file_len})"
                         ))
                         .map_err(io_err)?,
@@ -206,7 +220,7 @@ pub(crate) fn scan_segment(
                             pos,
                             file_len,
                             FaultKind::Bad,
-                            frame_end == file_len,
+                            Some(frame_end),
                             format!("record checksum mismatch (length field {len})"),
                         )
                         .map_err(io_err)?,
@@ -224,28 +238,23 @@ pub(crate) fn scan_segment(
     Ok(scan)
 }
 
-/// Builds a fault at `offset`, checking whether the rest of the file is zeros.
+/// Builds a fault at `offset` for a frame declared to end at `frame_end`,
+/// checking whether the rest of the file is zeros, and whether only zeros
+/// follow the frame's declared end.
 fn fault_at(
     reader: &mut BufReader<File>,
     offset: u64,
     file_len: u64,
     kind: FaultKind,
-    ends_at_eof: bool,
+    frame_end: Option<u64>,
     reason: String,
 ) -> io::Result<Fault> {
-    reader.seek(SeekFrom::Start(offset))?;
-    let mut zero_tail = true;
-    let mut left = file_len.saturating_sub(offset);
-    let mut buf = vec![0u8; 64 * 1024];
-    while left > 0 && zero_tail {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = read_full(reader, &mut buf[..want])?;
-        if n == 0 {
-            break;
-        }
-        zero_tail = buf[..n].iter().all(|b| *b == 0);
-        left -= n as u64;
-    }
+    let ends_at_eof = match frame_end {
+        Some(end) if end == file_len => true,
+        Some(end) if end < file_len => zeros_between(reader, end, file_len)?,
+        _ => false,
+    };
+    let zero_tail = zeros_between(reader, offset, file_len)?;
     Ok(Fault {
         offset,
         kind,
@@ -253,6 +262,41 @@ fn fault_at(
         zero_tail,
         reason,
     })
+}
+
+/// Whether the reader, at frame boundary `pos`, faces free space: zeros up
+/// to `file_len`. Leaves the reader at `pos`.
+fn free_space_at(reader: &mut BufReader<File>, pos: u64, file_len: u64) -> io::Result<bool> {
+    // A frame header is never all zeros: answer from the buffer when it
+    // shows a non-zero byte, without a seek that would discard the buffer.
+    let peek = reader.fill_buf()?;
+    let n = peek.len().min(FRAME_HEADER_LEN as usize);
+    if peek[..n].iter().any(|b| *b != 0) {
+        return Ok(false);
+    }
+    let free = zeros_between(reader, pos, file_len)?;
+    reader.seek(SeekFrom::Start(pos))?;
+    Ok(free)
+}
+
+/// Whether every byte from `from` to `to` is zero (true for an empty range).
+/// Leaves the reader at an unspecified position.
+fn zeros_between(reader: &mut BufReader<File>, from: u64, to: u64) -> io::Result<bool> {
+    reader.seek(SeekFrom::Start(from))?;
+    let mut left = to.saturating_sub(from);
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = read_full(reader, &mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        left -= n as u64;
+    }
+    Ok(true)
 }
 
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -294,11 +338,23 @@ pub(crate) struct WatermarkHint {
 ///
 /// A bad frame is a torn tail only in the last segment, and only when it is
 /// plainly an interrupted write: it runs past the end of the file, or is the
-/// last frame of the file, or everything from it on is zeros, or it lies past
+/// last frame of the file (only free space follows it), or everything from it
+/// on is zeros, or it lies past
 /// a current watermark. It is corruption when it lies inside what the
 /// watermark says was made durable and that data is still all there, or when
 /// valid-looking data follows it. Non-last segments must be whole and sealed.
 pub(crate) fn judge(scan: &SegmentScan, is_last: bool, hint: WatermarkHint) -> Verdict {
+    if let (Some(free), Some(end)) = (scan.free_from, hint.end_in_segment)
+        && free < end
+    {
+        return Verdict::Corrupt {
+            offset: free,
+            reason: format!(
+                "zeros from offset {free} to the end of the file, inside data acknowledged as \
+                 durable up to offset {end}"
+            ),
+        };
+    }
     let Some(fault) = &scan.fault else {
         if !is_last && !scan.sealed {
             return Verdict::Corrupt {

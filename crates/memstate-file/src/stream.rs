@@ -176,6 +176,7 @@ impl FileStream {
         let sender = writer::spawn(WriterSetup {
             dir: dir.clone(),
             segment_size: config.segment_size,
+            preallocate: config.preallocate,
             lock_timeout: config.lock_timeout,
             lock: Arc::new(lock),
             watermark_file,

@@ -6,9 +6,18 @@
 //! holder died mid-append), writes the frames with one write per segment,
 //! fdatasyncs, publishes the new watermark, releases the lock, and only then
 //! answers the callers.
+//!
+//! Preallocation: when a write would grow the segment file, the writer also
+//! zero-fills [`WriterSetup::preallocate`] bytes past it (capped at the
+//! segment size), in the same commit, before the one `fdatasync`. The appends
+//! that follow land inside the file and leave its size alone. A segment that
+//! is sealed is cut back to its seal before its `fdatasync`, so sealed
+//! segments look as they always did. The tail check accepts a file longer
+//! than the watermark when the bytes at the watermark's end are zeros: an
+//! appender that died mid-append left a frame header there.
 
 use std::fs::{self, File, OpenOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -22,7 +31,7 @@ use crate::format::{
     FRAME_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, Watermark, encode_frame, encode_seal,
     encode_segment_header, segment_path,
 };
-use crate::fsio::{WatermarkFile, file_len, sync_dir, write_all_at};
+use crate::fsio::{WatermarkFile, file_len, read_at, sync_dir, write_all_at};
 use crate::lock::WriterLock;
 use crate::notify::Notifier;
 use crate::position::Position;
@@ -50,6 +59,8 @@ pub(crate) struct Request {
 pub(crate) struct WriterSetup {
     pub(crate) dir: PathBuf,
     pub(crate) segment_size: u64,
+    /// Zero-filled room kept ahead of the last record (0: none).
+    pub(crate) preallocate: u64,
     pub(crate) lock_timeout: Duration,
     pub(crate) lock: Arc<WriterLock>,
     pub(crate) watermark_file: WatermarkFile,
@@ -78,6 +89,8 @@ struct OpenSegment {
     number: u64,
     path: PathBuf,
     file: File,
+    /// The file's length as this writer last saw or made it.
+    len: u64,
 }
 
 #[derive(Debug)]
@@ -299,8 +312,14 @@ impl Writer {
         let Some(segment) = &self.segment else {
             return Ok(false);
         };
-        if file_len(&segment.file, &segment.path)? != w.end.offset {
+        let len = file_len(&segment.file, &segment.path)?;
+        let free_at_end =
+            len > w.end.offset && zeros_at(&segment.file, &segment.path, w.end.offset)?;
+        if len != w.end.offset && !free_at_end {
             return Ok(false);
+        }
+        if let Some(segment) = &mut self.segment {
+            segment.len = len;
         }
         let next = segment_path(&self.setup.dir, w.end.segment + 1);
         match fs::symlink_metadata(&next) {
@@ -320,14 +339,23 @@ impl Writer {
             .write(true)
             .open(&path)
             .map_err(|e| FileStreamError::io("opening segment", &path, e))?;
-        self.segment = Some(OpenSegment { number, path, file });
+        let len = file_len(&file, &path)?;
+        self.segment = Some(OpenSegment {
+            number,
+            path,
+            file,
+            len,
+        });
         Ok(())
     }
 
     /// One write and one fdatasync per segment, in order: a segment's seal is
-    /// durable before the next segment exists.
+    /// durable before the next segment exists. A chunk followed by another
+    /// ends with its segment's seal: the file is cut back to it. The last
+    /// chunk is followed by zero-filled room when it grows its file.
     fn write_chunks(&mut self, chunks: &[Chunk]) -> Result<(), FileStreamError> {
-        for chunk in chunks {
+        let count = chunks.len();
+        for (i, chunk) in chunks.iter().enumerate() {
             if chunk.bytes.is_empty() {
                 continue;
             }
@@ -343,15 +371,37 @@ impl Writer {
                     number: chunk.segment,
                     path,
                     file,
+                    len: 0,
                 });
             } else {
                 self.open_segment(chunk.segment)?;
             }
-            let Some(segment) = &self.segment else {
+            let Some(segment) = &mut self.segment else {
                 return Err(FileStreamError::Task("no open segment".to_owned()));
             };
             write_all_at(&segment.file, &chunk.bytes, chunk.offset)
                 .map_err(|e| FileStreamError::io("writing to", &segment.path, e))?;
+            let end = chunk.offset + chunk.bytes.len() as u64;
+            let sealed = i + 1 < count;
+            if sealed && segment.len > end {
+                segment
+                    .file
+                    .set_len(end)
+                    .map_err(|e| FileStreamError::io("cutting to its seal", &segment.path, e))?;
+                segment.len = end;
+            } else if !sealed && end > segment.len {
+                let room = self
+                    .setup
+                    .preallocate
+                    .min(self.setup.segment_size.saturating_sub(end));
+                if room > 0 {
+                    let zeros = vec![0u8; usize::try_from(room).unwrap_or(0)];
+                    write_all_at(&segment.file, &zeros, end)
+                        .map_err(|e| FileStreamError::io("zero-filling", &segment.path, e))?;
+                }
+                segment.len = end + room;
+            }
+            segment.len = segment.len.max(end);
             segment
                 .file
                 .sync_data()
@@ -380,6 +430,14 @@ impl Writer {
         let _ = self.setup.watermark_file.write(start);
         self.segment = None;
     }
+}
+
+/// Whether the frame header at `offset` of `file` is all zeros (free space).
+fn zeros_at(file: &File, path: &Path, offset: u64) -> Result<bool, FileStreamError> {
+    let mut header = [0u8; FRAME_HEADER_LEN as usize];
+    let n = read_at(file, &mut header, offset)
+        .map_err(|e| FileStreamError::io("reading the tail of", path, e))?;
+    Ok(header[..n].iter().all(|b| *b == 0))
 }
 
 fn payload_bytes(request: &Request) -> usize {

@@ -191,26 +191,6 @@ async fn a_bad_last_record_inside_the_durable_watermark_is_corruption_not_a_torn
 }
 
 #[tokio::test]
-async fn a_zero_filled_tail_is_a_torn_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = FileStream::open(dir.path()).await.unwrap();
-    let cursors = s.append(vec![b("one")]).await.unwrap();
-    drop(s);
-    let seg = segment_file(dir.path(), 0);
-    let end = std::fs::metadata(&seg).unwrap().len();
-    // A crash after the file grew but before its data reached the disk.
-    OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(end + 4096)
-        .unwrap();
-    let s = FileStream::open(dir.path()).await.unwrap();
-    assert_eq!(s.open_report().truncated_bytes(), 4096);
-    assert_eq!(s.head().await.unwrap(), Some(cursors[0].clone()));
-}
-
-#[tokio::test]
 async fn a_subscriber_never_sees_bytes_past_the_durable_watermark() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStream::open_with(fast(dir.path())).await.unwrap();
