@@ -178,6 +178,7 @@ struct VersionProbe {
 
 #[derive(Deserialize)]
 struct FrameIn {
+    v: u32,
     envelopes: Vec<Envelope>,
 }
 
@@ -212,26 +213,43 @@ pub fn encode_frame<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8
 ///
 /// [`FrameError::UnknownVersion`] for a newer format, [`FrameError::NotAFrame`]
 /// for anything else that is not a valid frame.
+///
+/// A frame is parsed once. Only bytes that fail to parse as a frame of this
+/// format are parsed a second time, for their version alone: a frame of a
+/// newer format must be reported as such, not as garbage.
 pub fn decode_frame(payload: &[u8]) -> Result<Vec<Envelope>, FrameError> {
-    let probe: VersionProbe = serde_json::from_slice(payload)
-        .map_err(|e| FrameError::NotAFrame(format!("no format version: {e}")))?;
-    if probe.v > FORMAT_VERSION {
-        return Err(FrameError::UnknownVersion {
-            found: probe.v,
-            supported: FORMAT_VERSION,
-        });
-    }
-    if probe.v == 0 {
-        return Err(FrameError::NotAFrame(
-            "format version 0 does not exist".into(),
-        ));
-    }
-    let frame: FrameIn = serde_json::from_slice(payload)
-        .map_err(|e| FrameError::NotAFrame(format!("malformed frame: {e}")))?;
+    let frame: FrameIn = match serde_json::from_slice(payload) {
+        Ok(frame) => frame,
+        Err(malformed) => {
+            let probe: VersionProbe = serde_json::from_slice(payload)
+                .map_err(|e| FrameError::NotAFrame(format!("no format version: {e}")))?;
+            check_version(probe.v)?;
+            return Err(FrameError::NotAFrame(format!(
+                "malformed frame: {malformed}"
+            )));
+        }
+    };
+    check_version(frame.v)?;
     if frame.envelopes.is_empty() {
         return Err(FrameError::NotAFrame("frame holds no envelope".into()));
     }
     Ok(frame.envelopes)
+}
+
+/// Refuses a format version this build does not read.
+fn check_version(v: u32) -> Result<(), FrameError> {
+    if v > FORMAT_VERSION {
+        return Err(FrameError::UnknownVersion {
+            found: v,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if v == 0 {
+        return Err(FrameError::NotAFrame(
+            "format version 0 does not exist".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -268,6 +286,27 @@ mod tests {
                 supported: FORMAT_VERSION
             }
         );
+    }
+
+    #[test]
+    fn a_newer_frame_that_parses_as_this_format_is_still_unknown() {
+        let a = envelope(Body::Control(Control::Sync));
+        let frame = format!(
+            r#"{{"v":{},"envelopes":[{}]}}"#,
+            FORMAT_VERSION + 1,
+            String::from_utf8(encode_envelope(&a).unwrap()).unwrap()
+        );
+        assert_eq!(
+            decode_frame(frame.as_bytes()).unwrap_err(),
+            FrameError::UnknownVersion {
+                found: FORMAT_VERSION + 1,
+                supported: FORMAT_VERSION
+            }
+        );
+        assert!(matches!(
+            decode_frame(br#"{"v":0,"envelopes":[{"x":1}]}"#),
+            Err(FrameError::NotAFrame(_))
+        ));
     }
 
     #[test]
