@@ -34,6 +34,12 @@ pub(crate) struct Measurement {
     pub p99_ms: Option<f64>,
     pub p999_ms: Option<f64>,
     pub max_ms: Option<f64>,
+    /// CPU time of the whole benchmark process (user + system, every
+    /// thread: clients, engine, adapter and client-library threads) over the
+    /// measured window, divided by the operations in it, in microseconds.
+    /// Processes outside it (a broker, an emulator) are not counted. Absent
+    /// where `/proc/self/stat` cannot be read.
+    pub cpu_us_per_op: Option<f64>,
 }
 
 impl Measurement {
@@ -56,8 +62,48 @@ impl Measurement {
             p99_ms: summary.map(|l| ms(l.p99)),
             p999_ms: summary.map(|l| ms(l.p999)),
             max_ms: summary.map(|l| ms(l.max)),
+            cpu_us_per_op: None,
         }
     }
+
+    /// Sets [`Measurement::cpu_us_per_op`] from the CPU time `cpu` spent over
+    /// the measured window.
+    pub(crate) fn with_cpu(mut self, cpu: Option<Duration>) -> Self {
+        self.cpu_us_per_op = cpu
+            .filter(|_| self.ops > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / self.ops as f64);
+        self
+    }
+}
+
+/// Clock ticks per second of the CPU times in `/proc` (`USER_HZ`, 100 on
+/// every Linux architecture's user-space ABI).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time used so far by this process, every thread, user plus system:
+/// the counters `getrusage(RUSAGE_SELF)` reports, read from
+/// `/proc/self/stat` (the workspace forbids the `unsafe` a libc call needs),
+/// at clock-tick resolution (10 ms; a 3 s window on 2 cores holds up to 600
+/// ticks). `None` where the file is missing or unreadable.
+pub(crate) fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_of_stat(&stat)
+}
+
+/// `utime + stime` of a `/proc/<pid>/stat` line.
+fn cpu_of_stat(stat: &str) -> Option<Duration> {
+    // The command name (field 2) is in parentheses and may hold spaces: count
+    // fields after its closing parenthesis, where field 3 is the first.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / USER_HZ))
+}
+
+/// CPU time between two samples.
+fn cpu_between(start: Option<Duration>, end: Option<Duration>) -> Option<Duration> {
+    start.zip(end).map(|(a, b)| b.saturating_sub(a))
 }
 
 /// Runs `clients` concurrent closed loops of `op(client, seq)`.
@@ -86,6 +132,18 @@ where
         Budget::Time { warmup, measure } => (started + warmup, Some(started + warmup + measure)),
         Budget::Count(_) => (started, None),
     };
+    // CPU over the measured window: sampled by a timer task at the window's
+    // edges (it may wake a little late on a busy runtime), or around the
+    // whole run for a count budget.
+    let cpu_sampler = window_end.map(|end| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(window_start.into()).await;
+            let start = process_cpu();
+            tokio::time::sleep_until(end.into()).await;
+            cpu_between(start, process_cpu())
+        })
+    });
+    let cpu_at_start = process_cpu();
     let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(clients);
     for client in 0..clients {
@@ -142,7 +200,11 @@ where
         Some(end) => end - window_start,
         None => started.elapsed(),
     };
-    Ok(Measurement::of(clients, window, &mut all))
+    let cpu = match cpu_sampler {
+        Some(sampler) => sampler.await.ok().flatten(),
+        None => cpu_between(cpu_at_start, process_cpu()),
+    };
+    Ok(Measurement::of(clients, window, &mut all).with_cpu(cpu))
 }
 
 /// Client `client`'s share of `total` operations among `clients`.
@@ -178,6 +240,22 @@ mod tests {
         assert!(close(m.max_ms, 1.0), "{:?}", m.max_ms);
         let empty = Measurement::of(1, Duration::from_secs(1), &mut []);
         assert_eq!((empty.ops, empty.p50_ms), (0, None));
+    }
+
+    #[test]
+    fn cpu_time_is_read_from_a_proc_stat_line() {
+        // pid (comm with a space) state ppid ... utime=250 stime=50 ticks.
+        let line = "4242 (memstate x) R 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0";
+        assert_eq!(cpu_of_stat(line), Some(Duration::from_secs(3)));
+        assert_eq!(cpu_of_stat("garbage"), None);
+        let m = Measurement {
+            ops: 1000,
+            ..Measurement::default()
+        }
+        .with_cpu(Some(Duration::from_millis(50)));
+        assert_eq!(m.cpu_us_per_op, Some(50.0));
+        let none = Measurement::default().with_cpu(Some(Duration::from_millis(50)));
+        assert_eq!(none.cpu_us_per_op, None, "no operations, no figure");
     }
 
     #[tokio::test]

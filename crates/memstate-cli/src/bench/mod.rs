@@ -89,7 +89,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub rounds: Option<usize>,
     /// Concurrent clients of each point (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256,1024")]
     pub clients: Vec<usize>,
     /// The engine's appends in flight (`EngineBuilder::max_in_flight_appends`; default: the engine's own).
     #[arg(long, value_name = "N")]
@@ -182,7 +182,7 @@ impl Plan {
         };
         let mut clients: Vec<usize> = args.clients.iter().map(|&c| c.max(1)).collect();
         if clients.is_empty() {
-            clients = vec![1, 16, 64];
+            clients = vec![1, 16, 64, 256, 1024];
         }
         let pick = |given: Option<u64>, full: u64, quick: u64| {
             given.unwrap_or(if args.quick { quick } else { full })
@@ -204,8 +204,12 @@ impl Plan {
         eprintln!("  {line}");
     }
 
-    /// Writer clients of the query part: the middle concurrency.
+    /// Writer clients of the query part: 16 when measured (the figure
+    /// earlier runs used), else the middle concurrency.
     pub(crate) fn query_writers(&self) -> usize {
+        if self.clients.contains(&16) {
+            return 16;
+        }
         let mut sorted = self.clients.clone();
         sorted.sort_unstable();
         sorted.get(sorted.len() / 2).copied().unwrap_or(16)

@@ -254,11 +254,13 @@ pub(crate) fn opt(v: Option<f64>) -> String {
 
 pub(crate) fn cells(m: &Measurement) -> String {
     format!(
-        "{:>9.0} {:>7} {:>7} {:>7}",
+        "{:>9.0} {:>7} {:>7} {:>7} {:>6}",
         m.per_sec,
         opt(m.p50_ms),
         opt(m.p99_ms),
-        opt(m.p999_ms)
+        opt(m.p999_ms),
+        m.cpu_us_per_op
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}"))
     )
 }
 
@@ -276,7 +278,7 @@ pub(crate) fn table(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "throughput per second; latency p50 / p99 / p999 in ms; ratio = memstate / raw"
+        "throughput per second; latency p50 / p99 / p999 in ms; CPU µs per operation (whole process); ratio = memstate / raw"
     );
     for run in &report.backends {
         match &run.outcome {
@@ -284,11 +286,11 @@ pub(crate) fn table(report: &Report) -> String {
                 let _ = writeln!(out, "\n{} ({})", run.backend, result.description);
                 let _ = writeln!(
                     out,
-                    "{:>7} | {:^33} | {:^33} | {:^33} | {:>5} | {:>8}",
+                    "{:>7} | {:^40} | {:^40} | {:^40} | {:>5} | {:>8}",
                     "clients",
-                    "memstate cmd/s  p50 p99 p999",
-                    "adapter rec/s  p50 p99 p999",
-                    "raw ops/s  p50 p99 p999",
+                    "memstate cmd/s  p50 p99 p999 cpu",
+                    "adapter rec/s  p50 p99 p999 cpu",
+                    "raw ops/s  p50 p99 p999 cpu",
                     "ratio",
                     "cmd/app"
                 );
@@ -296,7 +298,7 @@ pub(crate) fn table(report: &Report) -> String {
                     let adapter = p
                         .adapter
                         .as_ref()
-                        .map_or_else(|| format!("{:>33}", "-"), |a| cells(&a.measured));
+                        .map_or_else(|| format!("{:>40}", "-"), |a| cells(&a.measured));
                     let packing = p
                         .memstate
                         .appends
