@@ -28,15 +28,27 @@ use super::{BackendRun, Plan};
 const DELIVERY_TIMEOUT: Duration = KafkaConfig::DEFAULT_DELIVERY_TIMEOUT;
 
 /// Runs the three tiers, each on a fresh topic, and deletes the topics.
+/// `linger_ms`, when given, is the producers' `linger.ms` in every tier (the
+/// adapter's and the raw client's); else librdkafka's default (5 ms).
 ///
 /// # Errors
 ///
 /// Broker or engine failures, as text.
-pub(crate) async fn run(plan: &Plan, bootstrap: &str) -> Result<BackendRun, String> {
+pub(crate) async fn run(
+    plan: &Plan,
+    bootstrap: &str,
+    linger_ms: Option<u64>,
+) -> Result<BackendRun, String> {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let topics: Vec<KafkaConfig> = ["engine", "adapter", "raw"]
         .iter()
-        .map(|tier| KafkaConfig::new(bootstrap, format!("memstate-bench-{tier}-{run_id}")))
+        .map(|tier| {
+            let config = KafkaConfig::new(bootstrap, format!("memstate-bench-{tier}-{run_id}"));
+            match linger_ms {
+                Some(ms) => config.with_property("linger.ms", ms.to_string()),
+                None => config,
+            }
+        })
         .collect();
     for config in &topics {
         KafkaStream::create_topic(config, 1)
@@ -50,9 +62,13 @@ pub(crate) async fn run(plan: &Plan, bootstrap: &str) -> Result<BackendRun, Stri
         }
     }
     let (memstate, adapter, raw) = result?;
+    let linger = linger_ms.map_or_else(
+        || "librdkafka's default linger.ms (5)".to_owned(),
+        |ms| format!("linger.ms={ms}"),
+    );
     Ok(BackendRun::new(
         "kafka",
-        format!("broker {bootstrap}, one partition per topic"),
+        format!("broker {bootstrap}, one partition per topic, {linger}"),
         memstate,
         Some(adapter),
         raw,
@@ -87,7 +103,8 @@ async fn tiers(plan: &Plan, topics: &[KafkaConfig]) -> Result<Tiers, String> {
             return Err(e);
         }
     };
-    let raw = match RawKafka::start(&raw_topic.bootstrap_servers, &raw_topic.topic) {
+    let linger = raw_topic.properties.get("linger.ms").map(String::as_str);
+    let raw = match RawKafka::start(&raw_topic.bootstrap_servers, &raw_topic.topic, linger) {
         Ok(r) => r,
         Err(e) => {
             engine.close().await;
@@ -107,8 +124,12 @@ struct RawKafka {
 }
 
 impl RawKafka {
-    fn start(bootstrap: &str, topic: &str) -> Result<Self, String> {
-        let producer: FutureProducer = ClientConfig::new()
+    fn start(bootstrap: &str, topic: &str, linger_ms: Option<&str>) -> Result<Self, String> {
+        let mut producer = ClientConfig::new();
+        if let Some(ms) = linger_ms {
+            producer.set("linger.ms", ms);
+        }
+        let producer: FutureProducer = producer
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")

@@ -119,6 +119,11 @@ pub struct BenchArgs {
     /// properties (`key=value;key=value`; repeatable).
     #[arg(long, value_name = "PROPERTIES")]
     pub cluster_kafka_variant: Vec<String>,
+    /// Run the Kafka part once per value, with the producers' `linger.ms` set
+    /// to it in every tier (comma-separated; default: one run with
+    /// librdkafka's default, 5 ms).
+    #[arg(long, value_name = "MS", value_delimiter = ',')]
+    pub kafka_linger_ms: Vec<u64>,
     /// Closed-loop HTTP clients of the HTTP tier (and embedded callers it is compared with).
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub http_clients: usize,
@@ -320,18 +325,25 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
         let _ = tokio::fs::remove_dir_all(&dir).await;
     }
     if wanted(&args, Part::Kafka) {
-        backends.push(
-            match crate::backend::EndpointArgs::given(&args.endpoints.bootstrap) {
-                Some(bootstrap) => match kafka::run(&plan, bootstrap).await {
-                    Ok(run) => run,
-                    Err(e) => BackendRun::failed("kafka", e),
+        let lingers: Vec<Option<u64>> = if args.kafka_linger_ms.is_empty() {
+            vec![None]
+        } else {
+            args.kafka_linger_ms.iter().copied().map(Some).collect()
+        };
+        for linger in lingers {
+            backends.push(
+                match crate::backend::EndpointArgs::given(&args.endpoints.bootstrap) {
+                    Some(bootstrap) => match kafka::run(&plan, bootstrap, linger).await {
+                        Ok(run) => run,
+                        Err(e) => BackendRun::failed("kafka", e),
+                    },
+                    None => BackendRun::not_run(
+                        "kafka",
+                        "MEMSTATE_KAFKA_BOOTSTRAP is not set (make backends-up starts a local broker)",
+                    ),
                 },
-                None => BackendRun::not_run(
-                    "kafka",
-                    "MEMSTATE_KAFKA_BOOTSTRAP is not set (make backends-up starts a local broker)",
-                ),
-            },
-        );
+            );
+        }
     }
     if wanted(&args, Part::Kinesis) {
         backends.push(
