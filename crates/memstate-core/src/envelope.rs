@@ -102,8 +102,31 @@ pub struct Envelope {
     /// The writer's leadership epoch, in single-leader mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// On a command: the model version it is encoded at (the stream's active
+    /// version when it was written; see [`Model::VERSION`](crate::Model::VERSION)).
+    /// Omitted when 1, and 1 when absent: envelopes written before versions
+    /// existed read as version 1.
+    #[serde(
+        rename = "mv",
+        default = "first_version",
+        skip_serializing_if = "is_first_version"
+    )]
+    pub model_version: u32,
+    /// On a node's Genesis restatement (its start record): the newest model
+    /// version that node can read, its announcement. Omitted when 1, and 1
+    /// when absent.
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    pub reads: u32,
     /// What to apply.
     pub body: Body,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+fn is_first_version(v: &u32) -> bool {
+    *v == 1
 }
 
 /// The body of an envelope.
@@ -137,6 +160,20 @@ pub enum Control {
     },
     /// A marker appended to learn the tail of a stream whose head is not exact.
     Sync,
+    /// The operator switches the stream's active model version. Accepted iff
+    /// the version is not below the active one and every node that announced
+    /// itself and has not departed can read it.
+    Activate {
+        /// The model version to make active.
+        version: u32,
+    },
+    /// A node leaves: its announcement no longer holds activations back.
+    /// Written by the node on a clean shutdown, or by an operator for a node
+    /// that is gone for good.
+    Depart {
+        /// The node that leaves.
+        node: NodeId,
+    },
 }
 
 impl Envelope {
@@ -148,6 +185,8 @@ impl Envelope {
             Body::Control(Control::AssumeLeadership { .. }) => "assume_leadership",
             Body::Control(Control::Heartbeat { .. }) => "heartbeat",
             Body::Control(Control::Sync) => "sync",
+            Body::Control(Control::Activate { .. }) => "activate",
+            Body::Control(Control::Depart { .. }) => "depart",
         }
     }
 }
@@ -262,6 +301,8 @@ mod tests {
             origin: NodeId::new("n1"),
             ts: 42,
             epoch: None,
+            model_version: 1,
+            reads: 1,
             body,
         }
     }
@@ -274,6 +315,32 @@ mod tests {
         let eb = encode_envelope(&b).unwrap();
         let frame = encode_frame([ea.as_slice(), eb.as_slice()]);
         assert_eq!(decode_frame(&frame).unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn model_versions_are_omitted_at_one_and_read_as_one_when_absent() {
+        let first = envelope(Body::Command(serde_json::json!({"deposit": 5})));
+        let bytes = encode_envelope(&first).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            !text.contains("\"mv\"") && !text.contains("\"reads\""),
+            "{text}"
+        );
+        // What builds before model versions wrote: no version fields at all.
+        let old = br#"{"id":"6f1c1d2e-8a7b-4c3d-9e0f-112233445566","origin":"n1","ts":1,"body":{"command":{"deposit":5}}}"#;
+        let read: Envelope = serde_json::from_slice(old).unwrap();
+        assert_eq!((read.model_version, read.reads), (1, 1));
+        let mut later = first;
+        later.model_version = 3;
+        later.reads = 4;
+        let bytes = encode_envelope(&later).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains("\"mv\":3") && text.contains("\"reads\":4"),
+            "{text}"
+        );
+        let frame = encode_frame([bytes.as_slice()]);
+        assert_eq!(decode_frame(&frame).unwrap(), vec![later]);
     }
 
     #[test]

@@ -62,6 +62,40 @@ pub enum HaltReason {
     /// The subscription failed and could not be resumed.
     #[error("the stream subscription failed: {0}")]
     StreamFailed(String),
+    /// A well-formed envelope holds a command this build cannot decode:
+    /// another build wrote it. Skipping it here while other nodes apply it
+    /// would fork the cluster, so this node stops before it, whatever the
+    /// bad-record policy says (that policy covers bytes that are not frames).
+    #[error(
+        "command {command_id} at index {index} (record {cursor}) was written at model version {version} and this build (model version {reads}) cannot decode it: {reason}. Nothing from it on is applied here. Run a build that reads it (if the command type changed, declare a new Model::VERSION with an upcast step; see docs/upgrades.md), or list the command id in skip_commands on every node"
+    )]
+    UndecodableCommand {
+        /// The command's applied index.
+        index: u64,
+        /// The command.
+        command_id: CommandId,
+        /// The record that holds it.
+        cursor: Cursor,
+        /// The model version the command was written at.
+        version: u32,
+        /// The newest model version this build reads.
+        reads: u32,
+        /// The decoder's (or the upcaster's) message.
+        reason: String,
+    },
+    /// The log needs a newer model version than this build reads: an
+    /// activation of that version, or a command written at it.
+    #[error(
+        "index {index} of the log needs model version {version} but this build reads up to model version {reads}; nothing of version {version} was applied here: upgrade this node to a build of model version {version} or newer"
+    )]
+    UpgradeRequired {
+        /// Where in the log.
+        index: u64,
+        /// The model version needed.
+        version: u32,
+        /// The newest model version this build reads.
+        reads: u32,
+    },
 }
 
 /// Errors of the engine.
@@ -129,6 +163,42 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+    /// The command needs a newer model version than the stream's active
+    /// one: nodes of older builds could not read it. Nothing was written.
+    #[error(
+        "this command needs model version {needed} but the stream's active model version is {active}; nothing was written. Upgrade every node, then activate version {needed} (memstate upgrade activate {needed})"
+    )]
+    VersionNotActive {
+        /// The version the command needs.
+        needed: u32,
+        /// The stream's active version.
+        active: u32,
+    },
+    /// The model's downcast step refused to encode the command at an older
+    /// active version; nothing was written.
+    #[error(
+        "the command cannot be encoded at model version {version} (the stream's active version): {reason}; nothing was written"
+    )]
+    Downcast {
+        /// The version it was to be encoded at.
+        version: u32,
+        /// The model's message.
+        reason: String,
+    },
+    /// An activation was refused by the log's rules, identically on every node.
+    #[error(
+        "activation of model version {version} was refused (active version: {active}){}",
+        blocking_text(blocking)
+    )]
+    ActivationRefused {
+        /// The version asked for.
+        version: u32,
+        /// The active version, unchanged.
+        active: u32,
+        /// The live nodes that announced they cannot read it, with the newest
+        /// version each reads (empty: the version is below the active one).
+        blocking: Vec<(NodeId, u32)>,
+    },
     /// The logged command could not be decoded into the model's command type.
     #[error("command {command_id} could not be decoded by this model: {reason}")]
     UndecodableCommand {
@@ -189,6 +259,20 @@ pub enum Error {
     /// memstate, not in the caller's input. Please report it with the message.
     #[error("internal error (a bug in memstate): {0}")]
     Internal(String),
+}
+
+fn blocking_text(blocking: &[(NodeId, u32)]) -> String {
+    if blocking.is_empty() {
+        return ": the active version never goes down".into();
+    }
+    let nodes: Vec<String> = blocking
+        .iter()
+        .map(|(node, reads)| format!("{node} reads up to {reads}"))
+        .collect();
+    format!(
+        ": live nodes cannot read it ({}); upgrade them, or if a node is gone for good, forget it (memstate upgrade forget <node>)",
+        nodes.join(", ")
+    )
 }
 
 /// The failure of [`Engine::execute`](crate::Engine::execute): the model's own

@@ -92,6 +92,9 @@ pub struct HistoryEntry<C> {
     pub timestamp_ms: u64,
     /// The writer's epoch (single-leader mode).
     pub epoch: Option<u64>,
+    /// The model version it was written at (`C` decodes it as written: no
+    /// upcasting here).
+    pub model_version: u32,
     /// What every engine did with it.
     pub fate: Fate,
     /// The command.
@@ -258,6 +261,7 @@ impl<C: DeserializeOwned> History<C> {
             origin: envelope.origin,
             timestamp_ms: envelope.ts,
             epoch: envelope.epoch,
+            model_version: envelope.model_version,
             fate,
             command,
         }))

@@ -20,7 +20,7 @@ pub use consistency::Consistency;
 pub use dedup::Rejection;
 pub use engine::{
     AsOf, Engine, EngineBuilder, Executed, IntoStream, Lag, Leadership, LeadershipConfig,
-    PastState, Session, SnapshotStats, Stats, Status, TimeTravel,
+    ModelVersions, PastState, Session, SnapshotStats, Stats, Status, TimeTravel,
 };
 pub use envelope::{Body, CommandId, Control, Envelope, FORMAT_VERSION, FrameError, NodeId};
 pub use error::{Error, ExecuteError, HaltReason};

@@ -98,6 +98,75 @@ pub trait Model: Clone + Send + Sync + 'static {
         command: Self::Command,
         ctx: &mut CommandContext<'_>,
     ) -> Result<Self::Output, Self::Error>;
+
+    /// The model version this build implements: the newest version of
+    /// commands and snapshots it reads. Raise it by one whenever the
+    /// serialized form of a command or of the model changes in a way the
+    /// previous build cannot read (a new variant, a rename, a removed
+    /// field); see `docs/upgrades.md`. Default 1.
+    const VERSION: u32 = 1;
+
+    /// The lowest model version at which `command` exists: a build refuses
+    /// to write it ([`Error::VersionNotActive`](crate::Error::VersionNotActive))
+    /// until the stream's active version reaches it, because nodes of older
+    /// builds could not read it. Default 1 (every command is as old as the model).
+    fn command_version(command: &Self::Command) -> u32 {
+        let _ = command;
+        1
+    }
+
+    /// One upcasting step: turns a command encoded at model version `from`
+    /// into its encoding at `from + 1`. Applied step by step, before
+    /// decoding, to every command written at a version below
+    /// [`Model::VERSION`], so the newest build replays any history. Must be
+    /// deterministic. Default: unchanged.
+    ///
+    /// # Errors
+    ///
+    /// A message; the engine stops applying there and names the command.
+    fn upcast(from: u32, command: serde_json::Value) -> Result<serde_json::Value, String> {
+        let _ = from;
+        Ok(command)
+    }
+
+    /// One downcasting step, for writing while the active version is below
+    /// [`Model::VERSION`]: turns a command encoded at version `to + 1` into
+    /// its encoding at `to`. Only commands whose
+    /// [`command_version`](Model::command_version) is at most the active
+    /// version are downcast. Default: unchanged.
+    ///
+    /// # Errors
+    ///
+    /// A message; the command is refused and nothing is written.
+    fn downcast(to: u32, command: serde_json::Value) -> Result<serde_json::Value, String> {
+        let _ = to;
+        Ok(command)
+    }
+
+    /// One snapshot migration step: turns the model serialized at version
+    /// `from` into its serialization at `from + 1`, when a snapshot taken by
+    /// an older build is restored. Default: unchanged.
+    ///
+    /// # Errors
+    ///
+    /// A message; the engine refuses to start from that snapshot and says so.
+    fn migrate_snapshot(from: u32, model: serde_json::Value) -> Result<serde_json::Value, String> {
+        let _ = from;
+        Ok(model)
+    }
+}
+
+/// Brings a command encoded at model version `from` to [`Model::VERSION`],
+/// one [`Model::upcast`] step at a time.
+pub(crate) fn upcast_to_current<M: Model>(
+    from: u32,
+    mut command: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    for version in from..M::VERSION {
+        command = M::upcast(version, command)
+            .map_err(|e| format!("upcasting from model version {version} failed: {e}"))?;
+    }
+    Ok(command)
 }
 
 /// Everything a command may know besides the model: deterministic time,

@@ -46,6 +46,14 @@ pub struct SnapshotMeta {
     pub taken_at_ms: u64,
     /// Size of the stored body in bytes.
     pub bytes: u64,
+    /// The model version of the build that took it (1 when absent: taken
+    /// before model versions existed).
+    #[serde(default = "first_version")]
+    pub model_version: u32,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 /// Errors of snapshot stores.
@@ -72,6 +80,34 @@ pub enum SnapshotError {
     /// The model or state could not be encoded or decoded.
     #[error("snapshot encoding: {0}")]
     Encoding(String),
+    /// Holds a model of a newer model version than this build reads.
+    #[error(
+        "snapshot {location} holds model version {version} and this build reads up to model version {reads}: run a build of model version {version} or newer, or remove the snapshots that build wrote (the log must still hold everything after the older ones)"
+    )]
+    NeedsModelVersion {
+        /// Where it is.
+        location: String,
+        /// The model version it holds.
+        version: u32,
+        /// The newest model version this build reads.
+        reads: u32,
+    },
+    /// Holds a model this build reads by its version, but it does not
+    /// migrate or decode: the model's serialized form changed without a new
+    /// version, or a migration step fails.
+    #[error(
+        "snapshot {location} holds model version {version}, which this build (model version {reads}) should read, but it does not decode: {reason}. Declare a new Model::VERSION with a migrate_snapshot step (docs/upgrades.md), or remove the snapshot if the log still holds everything before it"
+    )]
+    ModelUnreadable {
+        /// Where it is.
+        location: String,
+        /// The model version it holds.
+        version: u32,
+        /// The newest model version this build reads.
+        reads: u32,
+        /// The migration's or the decoder's message.
+        reason: String,
+    },
     /// Written by a newer format.
     #[error(
         "snapshot {path} has format version {found}, newer than this build reads ({supported})"
@@ -411,6 +447,7 @@ mod tests {
             cursor: Some(Cursor::new(index.to_string())),
             taken_at_ms: 0,
             bytes: 0,
+            model_version: 1,
         }
     }
 

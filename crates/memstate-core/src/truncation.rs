@@ -253,6 +253,7 @@ mod tests {
                     cursor: cursor.map(|c| Cursor::new(c.to_string())),
                     taken_at_ms: 0,
                     bytes: 0,
+                    model_version: 1,
                 };
                 let body =
                     serde_json::to_vec(&serde_json::json!({ "meta": meta })).unwrap_or_default();
@@ -415,6 +416,7 @@ mod tests {
                 cursor: Some(Cursor::new("00000000:000000000032")),
                 taken_at_ms: 0,
                 bytes: 0,
+                model_version: 1,
             }}))
             .ok(),
         );

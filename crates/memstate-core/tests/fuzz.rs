@@ -49,6 +49,8 @@ fn envelope() -> impl Strategy<Value = Envelope> {
             origin: NodeId::new(origin),
             ts,
             epoch,
+            model_version: 1 + (ts % 3) as u32,
+            reads: 1 + (id % 3) as u32,
             body,
         })
 }

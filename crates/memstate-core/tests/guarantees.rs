@@ -208,6 +208,8 @@ async fn append_control(stream: &MemoryStream, origin: &str, control: Control) {
         origin: NodeId::new(origin),
         ts,
         epoch: None,
+        model_version: 1,
+        reads: 1,
         body: Body::Control(control),
     };
     let encoded = encode_envelope(&envelope).unwrap();

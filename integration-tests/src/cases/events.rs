@@ -241,6 +241,8 @@ pub(super) async fn failed_and_fenced_commands_emit_nothing(
         origin: NodeId::new("intruder"),
         ts: 0,
         epoch: Some(0),
+        model_version: 1,
+        reads: 1,
         body: Body::Command(serde_json::to_value(TallyCommand::add("a", 1000))?),
     };
     let bytes = encode_envelope(&fenced)?;

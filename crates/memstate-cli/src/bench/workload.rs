@@ -67,6 +67,8 @@ pub(crate) fn envelope_for(command: &BankCommand, origin: &str, ts: u64) -> Enve
         origin: NodeId::new(origin),
         ts,
         epoch: None,
+        model_version: 1,
+        reads: 1,
         body: Body::Command(serde_json::to_value(command).unwrap_or(serde_json::Value::Null)),
     }
 }

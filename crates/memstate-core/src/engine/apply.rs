@@ -13,8 +13,8 @@ use crate::dedup::Rejection;
 use crate::envelope::{CommandId, Envelope, NodeId};
 use crate::error::{Error, HaltReason};
 use crate::events::RawEvent;
-use crate::model::{CommandContext, Model};
-use crate::settings::{ApplyMode, BadRecordPolicy, Settings};
+use crate::model::{CommandContext, Model, upcast_to_current};
+use crate::settings::{ApplyMode, Settings};
 use crate::stream::{Cursor, Record, Stream};
 
 /// Counters that describe this node's reading, not replicated.
@@ -144,6 +144,15 @@ impl<M: Model> Applier<'_, M> {
                 if leader_signal {
                     self.counters.leader_signals += 1;
                 }
+                // Stop before anything of a version this build cannot read.
+                let active = self.state.versions.active;
+                if active > M::VERSION {
+                    return Err(HaltReason::UpgradeRequired {
+                        index,
+                        version: active,
+                        reads: M::VERSION,
+                    });
+                }
                 self.complete(id, Completion::Marker { index, accepted });
                 return Ok(());
             }
@@ -164,28 +173,7 @@ impl<M: Model> Applier<'_, M> {
             self.reject(&envelope, Rejection::Skipped, Error::Skipped(id));
             return Ok(());
         }
-        let command: M::Command = match serde_json::from_value(value) {
-            Ok(command) => command,
-            Err(e) => {
-                return match genesis.bad_records {
-                    BadRecordPolicy::Skip => {
-                        tracing::warn!(command_id = %id, error = %e, "skipping a command this model cannot decode");
-                        self.counters.bad_records_skipped += 1;
-                        let reason = e.to_string();
-                        let error = Error::UndecodableCommand {
-                            command_id: id,
-                            reason: reason.clone(),
-                        };
-                        self.reject(&envelope, Rejection::Undecodable { reason }, error);
-                        Ok(())
-                    }
-                    BadRecordPolicy::Halt => Err(HaltReason::BadRecord {
-                        cursor: cursor.clone(),
-                        reason: format!("command {id} cannot be decoded: {e}"),
-                    }),
-                };
-            }
-        };
+        let command = decode_command::<M>(&envelope, value, index, cursor)?;
         let mut ctx = CommandContext::new(id, &envelope.origin, envelope.ts, index);
         let completion = match genesis.apply_mode {
             ApplyMode::Direct => {
@@ -246,6 +234,37 @@ impl<M: Model> Applier<'_, M> {
         self.complete(id, completion);
         Ok(())
     }
+}
+
+/// Decodes a command for this build: a command written at an older model
+/// version is upcast first, one step per version. A command this build
+/// cannot read halts the engine, whatever the bad-record policy: another
+/// build wrote it, and skipping it here while others apply it would fork the
+/// cluster.
+fn decode_command<M: Model>(
+    envelope: &Envelope,
+    value: serde_json::Value,
+    index: u64,
+    cursor: &Cursor,
+) -> Result<M::Command, HaltReason> {
+    let version = envelope.model_version;
+    if version > M::VERSION {
+        return Err(HaltReason::UpgradeRequired {
+            index,
+            version,
+            reads: M::VERSION,
+        });
+    }
+    upcast_to_current::<M>(version, value)
+        .and_then(|value| serde_json::from_value(value).map_err(|e| e.to_string()))
+        .map_err(|reason| HaltReason::UndecodableCommand {
+            index,
+            command_id: envelope.id,
+            cursor: cursor.clone(),
+            version,
+            reads: M::VERSION,
+            reason,
+        })
 }
 
 /// Refuses to run a log under settings other than its own.

@@ -249,6 +249,7 @@ impl<M: Model> EngineBuilder<M> {
                 config: self.config,
                 frame_limit,
                 exact_head: caps.exact_head,
+                reads: M::VERSION,
             },
             submitter: Submitter::new(queue_tx),
             applied: Applied::new(model, replicated, self.skip, event_window),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::leadership::LeadershipConfig;
-use crate::envelope::{Body, CommandId, Envelope, NodeId};
+use crate::envelope::{Body, CommandId, Control, Envelope, NodeId};
 use crate::events::EventWindow;
 use crate::settings::Settings;
 use crate::stream::Stream;
@@ -53,11 +53,19 @@ pub(super) struct NodeInfo {
     pub(super) frame_limit: usize,
     /// Whether the stream reports its head exactly (else reads use a marker).
     pub(super) exact_head: bool,
+    /// The newest model version this build reads (`Model::VERSION`),
+    /// announced in this node's Genesis restatement.
+    pub(super) reads: u32,
 }
 
 impl NodeInfo {
-    /// A fresh envelope from this node, stamped with its clock.
+    /// A fresh envelope from this node, stamped with its clock; a Genesis
+    /// restatement carries this node's announcement.
     pub(super) fn envelope(&self, body: Body) -> Envelope {
+        let reads = match &body {
+            Body::Control(Control::Genesis(_)) => self.reads,
+            _ => 1,
+        };
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -67,6 +75,8 @@ impl NodeInfo {
             origin: self.node_id.clone(),
             ts,
             epoch: None,
+            model_version: 1,
+            reads,
             body,
         }
     }

@@ -35,6 +35,7 @@ mod stats;
 mod submit;
 mod tail;
 mod time_travel;
+mod versions;
 mod writer;
 
 use std::sync::Arc;
@@ -45,7 +46,7 @@ use tokio::task::JoinHandle;
 
 pub use builder::{EngineBuilder, IntoStream};
 pub use leadership::LeadershipConfig;
-pub use replicated::Leadership;
+pub use replicated::{Leadership, ModelVersions};
 pub use snapshots::SnapshotStats;
 pub use stats::{Stats, Status};
 pub use tail::Lag;
@@ -293,9 +294,44 @@ impl<M: Model> Engine<M> {
         self.node.submitter.status.borrow().clone()
     }
 
-    /// Stops the engine: callers still waiting get [`Error::ShutDown`], the
-    /// background tasks end. Idempotent.
+    /// The stream's model versions as far as this node has applied the log:
+    /// the active version, and what each live node announced it reads.
+    pub fn model_versions(&self) -> ModelVersions {
+        self.node.model_versions()
+    }
+
+    /// Makes `version` the stream's active model version through a control
+    /// record, identically on every node; returns the record's applied index.
+    /// Writers then encode commands at it, and commands that need it are
+    /// accepted. See `docs/upgrades.md`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ActivationRefused`] naming the live nodes that announced they
+    /// cannot read it (or when it is below the active version); stream
+    /// errors, a timeout, a halted or stopped engine.
+    pub async fn activate_version(&self, version: u32) -> Result<u64, Error> {
+        self.node.activate(version).await
+    }
+
+    /// Records that `node` has left for good, so its announcement no longer
+    /// holds activations back (a node that crashed and will not return under
+    /// its id; a clean [`Engine::shutdown`] records its own departure).
+    ///
+    /// # Errors
+    ///
+    /// Stream errors, a timeout, a halted or stopped engine.
+    pub async fn forget_node(&self, node: NodeId) -> Result<u64, Error> {
+        let timeout = self.node.info.config.execute_timeout;
+        self.node.depart(node, timeout).await
+    }
+
+    /// Stops the engine: records this node's departure in the stream (best
+    /// effort, so its announcement no longer holds activations back), then
+    /// callers still waiting get [`Error::ShutDown`] and the background tasks
+    /// end. Idempotent.
     pub async fn shutdown(&self) {
+        self.node.depart_on_shutdown().await;
         self.node.shutdown().await;
     }
 }

@@ -8,6 +8,7 @@
 //! history shows exactly what every engine applied.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,50 @@ pub struct Leadership {
     pub last_seen_ts: u64,
 }
 
+/// The model versions as the log decides them (see `docs/upgrades.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ModelVersions {
+    /// The active model version: writers encode commands at it. Starts at 1;
+    /// changes only through an accepted `Activate` control record.
+    pub active: u32,
+    /// Each node that announced itself (in its Genesis restatement at start)
+    /// and has not departed: the newest model version it can read.
+    pub nodes: BTreeMap<NodeId, u32>,
+}
+
+impl Default for ModelVersions {
+    fn default() -> Self {
+        Self {
+            active: 1,
+            nodes: BTreeMap::new(),
+        }
+    }
+}
+
+impl ModelVersions {
+    /// The announced nodes that cannot read `version`: an activation of
+    /// `version` is refused while this is not empty.
+    pub fn blocking(&self, version: u32) -> Vec<(NodeId, u32)> {
+        self.nodes
+            .iter()
+            .filter(|(_, reads)| **reads < version)
+            .map(|(node, reads)| (node.clone(), *reads))
+            .collect()
+    }
+
+    /// Applies an activation; returns whether it was accepted. Never
+    /// downwards; re-activating the active version is accepted and changes
+    /// nothing.
+    fn activate(&mut self, version: u32) -> bool {
+        if version < self.active || !self.blocking(version).is_empty() {
+            return false;
+        }
+        self.active = version;
+        true
+    }
+}
+
 /// Everything replicated beside the model.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Replicated {
@@ -41,6 +86,10 @@ pub(crate) struct Replicated {
     /// Recent command ids and what became of them.
     pub(crate) dedup: Dedup,
     pub(crate) leadership: Leadership,
+    /// Absent from snapshots taken before model versions existed: version 1,
+    /// no announcements.
+    #[serde(default)]
+    pub(crate) versions: ModelVersions,
 }
 
 /// What a record holds for the apply side.
@@ -153,9 +202,7 @@ impl Replicated {
         let admission = match &mut envelope.body {
             Body::Control(control) => {
                 let control = control.clone();
-                let leader_signal = self.apply_control(&control, &envelope.origin, envelope.ts);
-                let accepted =
-                    leader_signal || matches!(control, Control::Genesis(_) | Control::Sync);
+                let (accepted, leader_signal) = self.apply_control(&control, envelope);
                 self.decide(envelope, None);
                 Admission::Control {
                     accepted,
@@ -192,10 +239,32 @@ impl Replicated {
         );
     }
 
-    /// Applies a control message; returns whether it is a sign of life of
-    /// the leader (a claim that won its epoch, a heartbeat of the current
-    /// leader in its epoch).
-    fn apply_control(&mut self, control: &Control, origin: &NodeId, ts: u64) -> bool {
+    /// Applies a control message; returns whether it took effect and whether
+    /// it is a sign of life of the leader (a claim that won its epoch, a
+    /// heartbeat of the current leader in its epoch).
+    fn apply_control(&mut self, control: &Control, envelope: &Envelope) -> (bool, bool) {
+        let (origin, ts) = (&envelope.origin, envelope.ts);
+        let versions = &mut self.versions;
+        match control {
+            // A node's start record is its announcement of what it reads.
+            Control::Genesis(_) => {
+                versions.nodes.insert(origin.clone(), envelope.reads);
+                return (true, false);
+            }
+            Control::Sync => return (true, false),
+            Control::Activate { version } => return (versions.activate(*version), false),
+            Control::Depart { node } => {
+                versions.nodes.remove(node);
+                return (true, false);
+            }
+            Control::AssumeLeadership { .. } | Control::Heartbeat { .. } => {}
+        }
+        let signal = self.leadership_control(control, origin, ts);
+        (signal, signal)
+    }
+
+    /// A leadership claim or heartbeat; returns whether it is a sign of life.
+    fn leadership_control(&mut self, control: &Control, origin: &NodeId, ts: u64) -> bool {
         let lead = &mut self.leadership;
         match control {
             Control::AssumeLeadership { epoch } => {
@@ -222,7 +291,7 @@ impl Replicated {
                     false
                 }
             }
-            Control::Genesis(_) | Control::Sync => false,
+            _ => false,
         }
     }
 }

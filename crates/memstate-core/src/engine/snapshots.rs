@@ -128,7 +128,7 @@ struct Restored<M> {
 
 /// The state a node starts from: the newest usable snapshot's, or `model`
 /// with nothing applied; with the snapshot bookkeeping to start with.
-pub(super) async fn restore_at_start<M>(
+pub(super) async fn restore_at_start<M: Model>(
     hooks: Option<&SnapshotHooks<M>>,
     local: &Settings,
     model: M,
@@ -172,7 +172,7 @@ pub(super) enum SnapshotBound {
 
 /// The newest usable snapshot within `bound`, if there is a store and one
 /// (time travel: the state to replay from).
-pub(super) async fn restore_bounded<M>(
+pub(super) async fn restore_bounded<M: Model>(
     hooks: Option<&SnapshotHooks<M>>,
     local: &Settings,
     bound: SnapshotBound,
@@ -184,7 +184,7 @@ pub(super) async fn restore_bounded<M>(
 
 /// Finds the newest snapshot within `bound` that loads, verifies, decodes
 /// and matches the local settings. Corrupt ones are reported and skipped.
-async fn restore<M>(
+async fn restore<M: Model>(
     hooks: &SnapshotHooks<M>,
     local: &Settings,
     rejected: &mut Vec<String>,
@@ -216,18 +216,19 @@ async fn restore<M>(
         if matches!(bound, SnapshotBound::TakenBy(ms) if parsed.meta.taken_at_ms > ms) {
             continue;
         }
-        let model = match (hooks.decode)(parsed.model) {
-            Ok(m) => m,
-            Err(e) => {
-                let why = format!(
-                    "snapshot {} holds a model this build cannot decode: {e}",
-                    stored.location
-                );
-                tracing::warn!(%why, "skipping an unusable snapshot");
-                rejected.push(why);
-                continue;
-            }
-        };
+        let model = read_model(
+            hooks,
+            &stored.location,
+            parsed.meta.model_version,
+            parsed.model,
+        )?;
+        if parsed.replicated.versions.active > M::VERSION {
+            return Err(Error::Snapshot(SnapshotError::NeedsModelVersion {
+                location: stored.location,
+                version: parsed.replicated.versions.active,
+                reads: M::VERSION,
+            }));
+        }
         if let Some(genesis) = &parsed.replicated.genesis {
             check_settings(local, genesis).map_err(Error::Halted)?;
         }
@@ -242,9 +243,41 @@ async fn restore<M>(
     Ok(None)
 }
 
+/// The snapshot's model, migrated from its version to this build's one step
+/// at a time and decoded. A snapshot this build cannot read stops the start
+/// with the version it needs: it is never passed over for an older one
+/// (whose log may be truncated) nor called corrupt.
+fn read_model<M: Model>(
+    hooks: &SnapshotHooks<M>,
+    location: &str,
+    version: u32,
+    mut value: serde_json::Value,
+) -> Result<M, Error> {
+    let unreadable = |reason: String| {
+        Error::Snapshot(SnapshotError::ModelUnreadable {
+            location: location.to_owned(),
+            version,
+            reads: M::VERSION,
+            reason,
+        })
+    };
+    if version > M::VERSION {
+        return Err(Error::Snapshot(SnapshotError::NeedsModelVersion {
+            location: location.to_owned(),
+            version,
+            reads: M::VERSION,
+        }));
+    }
+    for step in version..M::VERSION {
+        value = M::migrate_snapshot(step, value)
+            .map_err(|e| unreadable(format!("migrating from model version {step} failed: {e}")))?;
+    }
+    (hooks.decode)(value).map_err(|e| unreadable(e.to_string()))
+}
+
 /// Serializes a copy of the state into a snapshot body, on a blocking thread,
 /// away from the engine's locks.
-pub(crate) fn encode<M>(
+pub(crate) fn encode<M: Model>(
     encoder: Encode<M>,
     node_id: &NodeId,
     replicated: &Replicated,
@@ -264,6 +297,7 @@ pub(crate) fn encode<M>(
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
         bytes: 0,
+        model_version: M::VERSION,
     };
     let body = serde_json::to_vec(&serde_json::json!({
         "meta": &meta,

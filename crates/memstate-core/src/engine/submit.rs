@@ -183,9 +183,10 @@ impl<M: Model> Node<M> {
         command: M::Command,
     ) -> Result<Executed<M::Output>, ExecuteError<M::Error>> {
         self.check_running()?;
-        let value = serde_json::to_value(&command).map_err(Error::Encode)?;
+        let (value, model_version) = self.encode_at_active(&command)?;
         let mut envelope = self.info.envelope(Body::Command(value));
         envelope.id = id;
+        envelope.model_version = model_version;
         if self.info.settings.write_mode == WriteMode::SingleLeader {
             let lead = self.applied.state.lock().leadership.clone();
             if lead.leader.as_ref() != Some(&self.info.node_id) {
@@ -215,6 +216,25 @@ impl<M: Model> Node<M> {
                 format!("command {id} was answered as a control message applied at index {index}"),
             ))),
         }
+    }
+
+    /// Encodes `command` at the stream's active model version (writers write
+    /// at it, so every live node can read it): refused when the command needs
+    /// a newer version, downcast one step at a time when this build is newer.
+    fn encode_at_active(&self, command: &M::Command) -> Result<(serde_json::Value, u32), Error> {
+        let active = self.applied.state.lock().versions.active;
+        let needed = M::command_version(command);
+        if needed > active {
+            return Err(Error::VersionNotActive { needed, active });
+        }
+        let mut value = serde_json::to_value(command).map_err(Error::Encode)?;
+        for to in (active..M::VERSION).rev() {
+            value = M::downcast(to, value).map_err(|reason| Error::Downcast {
+                version: to,
+                reason,
+            })?;
+        }
+        Ok((value, active.min(M::VERSION)))
     }
 
     /// Hands an envelope to the writer and waits for its completion.
