@@ -216,12 +216,7 @@ async fn a_running_old_node_that_was_forgotten_stops_at_the_activation() {
     let old = start(v1::Calc::default(), &stream, "old", &settings).await;
     let new = start(v2::Calc::default(), &stream, "new", &settings).await;
     new.forget_node(NodeId::new("old")).await.unwrap();
-    assert!(
-        new.model_versions()
-            .nodes
-            .get(&NodeId::new("old"))
-            .is_none()
-    );
+    assert!(!new.model_versions().nodes.contains_key(&NodeId::new("old")));
     let activated = new.activate_version(2).await.unwrap();
     let err = old.wait_for_index(activated).await.unwrap_err();
     assert!(

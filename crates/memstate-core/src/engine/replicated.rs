@@ -245,53 +245,38 @@ impl Replicated {
     fn apply_control(&mut self, control: &Control, envelope: &Envelope) -> (bool, bool) {
         let (origin, ts) = (&envelope.origin, envelope.ts);
         let versions = &mut self.versions;
+        let lead = &mut self.leadership;
         match control {
             // A node's start record is its announcement of what it reads.
             Control::Genesis(_) => {
                 versions.nodes.insert(origin.clone(), envelope.reads);
-                return (true, false);
+                (true, false)
             }
-            Control::Sync => return (true, false),
-            Control::Activate { version } => return (versions.activate(*version), false),
+            Control::Sync => (true, false),
+            Control::Activate { version } => (versions.activate(*version), false),
             Control::Depart { node } => {
                 versions.nodes.remove(node);
-                return (true, false);
+                (true, false)
             }
-            Control::AssumeLeadership { .. } | Control::Heartbeat { .. } => {}
-        }
-        let signal = self.leadership_control(control, origin, ts);
-        (signal, signal)
-    }
-
-    /// A leadership claim or heartbeat; returns whether it is a sign of life.
-    fn leadership_control(&mut self, control: &Control, origin: &NodeId, ts: u64) -> bool {
-        let lead = &mut self.leadership;
-        match control {
-            Control::AssumeLeadership { epoch } => {
-                // First claim in log order for the next epoch wins; every node
-                // sees the same order, so every node elects the same leader.
-                // A claim for an epoch already taken (or not yet reachable)
-                // changes nothing.
-                if *epoch == lead.epoch + 1 {
-                    lead.epoch = *epoch;
-                    lead.leader = Some(origin.clone());
-                    lead.last_seen_ts = ts;
-                    true
-                } else {
-                    false
-                }
+            // First claim in log order for the next epoch wins; every node
+            // sees the same order, so every node elects the same leader. A
+            // claim for an epoch already taken (or not yet reachable) changes
+            // nothing.
+            Control::AssumeLeadership { epoch } if *epoch == lead.epoch + 1 => {
+                lead.epoch = *epoch;
+                lead.leader = Some(origin.clone());
+                lead.last_seen_ts = ts;
+                (true, true)
             }
-            Control::Heartbeat { epoch } => {
-                // Only the current leader's heartbeat in its own epoch counts:
-                // a deposed leader that has not noticed yet is not alive as leader.
-                if *epoch == lead.epoch && lead.leader.as_ref() == Some(origin) {
-                    lead.last_seen_ts = lead.last_seen_ts.max(ts);
-                    true
-                } else {
-                    false
-                }
+            // Only the current leader's heartbeat in its own epoch counts: a
+            // deposed leader that has not noticed yet is not alive as leader.
+            Control::Heartbeat { epoch }
+                if *epoch == lead.epoch && lead.leader.as_ref() == Some(origin) =>
+            {
+                lead.last_seen_ts = lead.last_seen_ts.max(ts);
+                (true, true)
             }
-            _ => false,
+            Control::AssumeLeadership { .. } | Control::Heartbeat { .. } => (false, false),
         }
     }
 }
