@@ -11,7 +11,7 @@ use std::sync::mpsc;
 
 use async_trait::async_trait;
 use memstate_core::Stream;
-use memstate_file::{FRAME_HEADER_LEN, FileStream};
+use memstate_file::{FRAME_HEADER_LEN, FileStream, FileStreamConfig};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -29,7 +29,8 @@ pub(crate) async fn run(plan: &Plan, work: &Path) -> Result<BackendRun, String> 
     let open = |name: &str| {
         let dir = work.join(name);
         async move {
-            FileStream::open(&dir)
+            let config = FileStreamConfig::new(&dir).with_preallocate(plan.file_preallocate);
+            FileStream::open_with(config)
                 .await
                 .map(|s| Arc::new(s) as Arc<dyn Stream>)
                 .map_err(|e| format!("opening the journal at {}: {e}", dir.display()))
@@ -55,7 +56,11 @@ pub(crate) async fn run(plan: &Plan, work: &Path) -> Result<BackendRun, String> 
     let (memstate, adapter, raw) = interleave_three(plan, "file", &engine, &adapter, &raw).await?;
     Ok(BackendRun::new(
         "file",
-        format!("journal under {}", work.display()),
+        format!(
+            "journal under {}, preallocate {} bytes",
+            work.display(),
+            plan.file_preallocate
+        ),
         memstate,
         Some(adapter),
         raw,

@@ -337,6 +337,7 @@ mod tests {
             budget: Budget::Count(operations),
             rounds,
             max_in_flight_appends: None,
+            file_preallocate: 0,
             accounts: 10,
             replay_commands: 1,
             memory_accounts: 0,

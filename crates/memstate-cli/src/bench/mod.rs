@@ -124,6 +124,11 @@ pub struct BenchArgs {
     /// librdkafka's default, 5 ms).
     #[arg(long, value_name = "MS", value_delimiter = ',')]
     pub kafka_linger_ms: Vec<u64>,
+    /// `FileStreamConfig::preallocate` of the file part's engine and adapter
+    /// journals, in bytes (default 0: off, the journal's default; the raw
+    /// tier's file grows with every write either way).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub file_preallocate: u64,
     /// Closed-loop HTTP clients of the HTTP tier (and embedded callers it is compared with).
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub http_clients: usize,
@@ -145,6 +150,8 @@ pub(crate) struct Plan {
     pub rounds: usize,
     /// `EngineBuilder::max_in_flight_appends`, when not the engine's default.
     pub max_in_flight_appends: Option<usize>,
+    /// `FileStreamConfig::preallocate` of the file part's journals.
+    pub file_preallocate: u64,
     pub accounts: u64,
     pub replay_commands: u64,
     pub memory_accounts: u64,
@@ -197,6 +204,7 @@ impl Plan {
             budget,
             rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 2 }).max(1),
             max_in_flight_appends: args.max_in_flight_appends,
+            file_preallocate: args.file_preallocate,
             accounts: pick(args.accounts, 1000, 100).max(2),
             replay_commands: pick(args.replay_commands, 1_000_000, 20_000).max(1),
             memory_accounts: pick(args.memory_accounts, 1_000_000, 100_000),
