@@ -95,6 +95,10 @@ impl<M: Model + serde::Serialize + serde::de::DeserializeOwned> EngineBuilder<M>
     /// demand ([`Engine::snapshot`]). At start the newest valid snapshot is
     /// restored and only the log after it is replayed; a corrupt one is
     /// reported and an older one used; with none valid, the whole log is replayed.
+    /// A snapshot taken by an older build of the model is migrated
+    /// ([`Model::migrate_snapshot`]); one this build cannot read (a newer
+    /// model version, or a model that does not decode) stops the start with
+    /// an error that names the version, rather than falling back.
     pub fn snapshots(mut self, store: impl SnapshotStore, policy: SnapshotPolicy) -> Self {
         self.snapshots = Some(SnapshotHooks::new(Arc::new(store), policy));
         self
