@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::dedup::Rejection;
 use crate::envelope::{CommandId, NodeId};
+use crate::skip::RecordSkip;
 use crate::snapshot::SnapshotError;
 use crate::stream::{Cursor, StreamError};
 
@@ -29,7 +30,7 @@ pub enum HaltReason {
     },
     /// A frame written by a newer format version.
     #[error(
-        "record {cursor} has frame format version {found}, newer than this build reads ({supported}); upgrade this node"
+        "record {cursor} has frame format version {found}, newer than this build reads ({supported}); upgrade this node, or, if no node can apply it, pass over it on every node with skip_records [\"{skip}\"]"
     )]
     UnknownFormat {
         /// Where.
@@ -38,16 +39,23 @@ pub enum HaltReason {
         found: u32,
         /// The newest version this build reads.
         supported: u32,
+        /// The entry that passes over this record ([`EngineBuilder::skip_records`](crate::EngineBuilder::skip_records)).
+        skip: RecordSkip,
     },
-    /// Bytes that are not a frame, under the `Halt` bad-record policy.
+    /// Bytes that are not a frame, or a command that cannot be decoded,
+    /// under the `Halt` bad-record policy.
     #[error(
-        "record {cursor} is not a memstate frame ({reason}) and the stream's policy is to halt"
+        "record {cursor} is not a memstate frame ({reason}) and the stream's policy is to halt{}",
+        skip_hint(.skip)
     )]
     BadRecord {
         /// Where.
         cursor: Cursor,
         /// Why it was refused.
         reason: String,
+        /// For a whole record that is not a frame: the entry that passes
+        /// over it ([`EngineBuilder::skip_records`](crate::EngineBuilder::skip_records)).
+        skip: Option<RecordSkip>,
     },
     /// A command panicked outside safe mode; the model may be half-mutated.
     #[error(
@@ -333,4 +341,10 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for ExecuteError<E> {
             Self::Engine(e) => Some(e),
         }
     }
+}
+
+fn skip_hint(skip: &Option<RecordSkip>) -> String {
+    skip.as_ref()
+        .map(|skip| format!("; to pass over it on every node: skip_records [\"{skip}\"]"))
+        .unwrap_or_default()
 }

@@ -13,7 +13,8 @@
 //! What it cannot know without the model: whether the model returned a domain
 //! error, or panicked. Node-local rules (an operator's `skip_commands`) are
 //! not in the log either; an entry whose id is on that list is reported as
-//! [`Fate::Applied`] here.
+//! [`Fate::Applied`] here. An operator's `skip_records` are given with
+//! [`History::skip_records`].
 //!
 //! # Examples
 //!
@@ -54,6 +55,7 @@ use crate::engine::IntoStream;
 use crate::engine::replicated::{Admission, Opened, Replicated};
 use crate::envelope::{Body, CommandId, Envelope, NodeId};
 use crate::error::Error;
+use crate::skip::{RecordSkip, SkipList};
 use crate::stream::{Cursor, Stream, Subscription};
 
 /// What every engine did with a command of the log.
@@ -108,6 +110,7 @@ pub struct History<C> {
     state: Replicated,
     pending: VecDeque<(Cursor, Envelope)>,
     until: Option<Cursor>,
+    skip: SkipList,
     done: bool,
     _command: PhantomData<fn() -> C>,
 }
@@ -140,9 +143,17 @@ impl<C: DeserializeOwned> History<C> {
             state: Replicated::default(),
             pending: VecDeque::new(),
             until: None,
+            skip: SkipList::default(),
             done: false,
             _command: PhantomData,
         })
+    }
+
+    /// Passes over these records, as the stream's nodes do
+    /// ([`EngineBuilder::skip_records`](crate::EngineBuilder::skip_records)).
+    pub fn skip_records(mut self, records: impl IntoIterator<Item = RecordSkip>) -> Self {
+        self.skip.add_records(records);
+        self
     }
 
     /// Ends after the record at `cursor` (inclusive).
@@ -210,7 +221,7 @@ impl<C: DeserializeOwned> History<C> {
             }
             match self
                 .state
-                .open_record(self.stream.as_ref(), &record)
+                .open_record(self.stream.as_ref(), &record, &self.skip)
                 .map_err(Error::Halted)?
             {
                 Opened::Frame(envelopes) => {

@@ -12,6 +12,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod settings;
+pub mod skip;
 pub mod snapshot;
 pub mod stream;
 pub mod truncation;
@@ -30,5 +31,6 @@ pub use events::{
 pub use memory::{MemoryStream, SubscriberFaults};
 pub use model::{CommandContext, DeterministicRng, Model};
 pub use settings::{ApplyMode, BadRecordPolicy, DedupWindow, Settings, WriteMode};
+pub use skip::{ParseRecordSkipError, RecordSkip};
 pub use snapshot::{FileSnapshotStore, SnapshotError, SnapshotMeta, SnapshotPolicy, SnapshotStore};
 pub use stream::{Capabilities, Cursor, Record, Stream, StreamError, Subscription};

@@ -5,7 +5,6 @@
 //! every node that reads the same records.
 
 use std::any::Any;
-use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::replicated::{Admission, Opened, Replicated};
@@ -15,6 +14,7 @@ use crate::error::{Error, HaltReason};
 use crate::events::RawEvent;
 use crate::model::{CommandContext, Model, upcast_to_current};
 use crate::settings::{ApplyMode, Settings};
+use crate::skip::SkipList;
 use crate::stream::{Cursor, Record, Stream};
 
 /// Counters that describe this node's reading, not replicated.
@@ -57,7 +57,7 @@ pub(crate) struct Applier<'a, M: Model> {
     /// This node: a fenced copy answers only a waiter of its own origin.
     pub(crate) node_id: &'a NodeId,
     pub(crate) local_settings: &'a Settings,
-    pub(crate) skip: &'a HashSet<CommandId>,
+    pub(crate) skip: &'a SkipList,
     pub(crate) state: &'a mut Replicated,
     pub(crate) counters: &'a mut Counters,
     pub(crate) model: &'a mut M,
@@ -81,7 +81,7 @@ impl<M: Model> Applier<'_, M> {
         record: Record,
         stop: &mut dyn FnMut(&Envelope, u64) -> bool,
     ) -> Result<bool, HaltReason> {
-        match self.state.open_record(self.stream, &record)? {
+        match self.state.open_record(self.stream, &record, self.skip)? {
             Opened::Redelivery => self.counters.redeliveries_dropped += 1,
             Opened::SkippedBadRecord => self.counters.bad_records_skipped += 1,
             Opened::Frame(envelopes) => {
@@ -168,7 +168,7 @@ impl<M: Model> Applier<'_, M> {
             }
             Admission::Command(value) => value,
         };
-        if self.skip.contains(&id) {
+        if self.skip.commands.contains(&id) {
             tracing::warn!(command_id = %id, index, "skipping a command listed in skip_commands");
             self.reject(&envelope, Rejection::Skipped, Error::Skipped(id));
             return Ok(());

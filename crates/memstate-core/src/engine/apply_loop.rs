@@ -7,7 +7,6 @@
 //! whose envelopes it applied, tells the leadership driver about signs of
 //! life, and lets the snapshot policy take a snapshot.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +16,10 @@ use tokio::sync::watch;
 use super::Node;
 use super::apply::{Applier, Counters, Outcomes};
 use super::replicated::Replicated;
-use crate::envelope::CommandId;
 use crate::error::HaltReason;
 use crate::events::{EventLog, EventWindow};
 use crate::model::Model;
+use crate::skip::SkipList;
 use crate::stream::{Cursor, Record, StreamError, Subscription};
 
 /// How far the apply loop has got: what reads wait on.
@@ -49,19 +48,14 @@ pub(super) struct Applied<M: Model> {
     /// Published after every record.
     pub(super) progress: watch::Sender<Progress>,
     /// Operator's skip list (configured on every node alike).
-    pub(super) skip: HashSet<CommandId>,
+    pub(super) skip: SkipList,
     /// The events derived here, handed out after each record.
     pub(super) events: Arc<EventLog>,
 }
 
 impl<M: Model> Applied<M> {
     /// The state a node starts from (restored from a snapshot or empty).
-    pub(super) fn new(
-        model: M,
-        state: Replicated,
-        skip: HashSet<CommandId>,
-        window: EventWindow,
-    ) -> Self {
+    pub(super) fn new(model: M, state: Replicated, skip: SkipList, window: EventWindow) -> Self {
         Self {
             // Events are derived from what this node applies: none before its start.
             events: Arc::new(EventLog::new(window, state.applied_index)),

@@ -5,7 +5,6 @@
 //! node's Genesis record and waits to read it back: once it is applied, so is
 //! everything written before the call.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use crate::error::Error;
 use crate::events::EventWindow;
 use crate::model::Model;
 use crate::settings::Settings;
+use crate::skip::{RecordSkip, SkipList};
 use crate::snapshot::{SnapshotPolicy, SnapshotStore};
 use crate::stream::Stream;
 
@@ -85,7 +85,7 @@ pub struct EngineBuilder<M: Model> {
     stream: Arc<dyn Stream>,
     node_id: Option<NodeId>,
     settings: Settings,
-    skip: HashSet<CommandId>,
+    skip: SkipList,
     config: LocalConfig,
     snapshots: Option<SnapshotHooks<M>>,
 }
@@ -115,7 +115,7 @@ impl<M: Model> EngineBuilder<M> {
             stream: stream.into_stream(),
             node_id: None,
             settings: Settings::default(),
-            skip: HashSet::new(),
+            skip: SkipList::default(),
             config: LocalConfig::default(),
             snapshots: None,
         }
@@ -142,7 +142,20 @@ impl<M: Model> EngineBuilder<M> {
     /// Command ids that are not applied (to get past a poison command).
     /// Configure every node alike.
     pub fn skip_commands(mut self, ids: impl IntoIterator<Item = CommandId>) -> Self {
-        self.skip.extend(ids);
+        self.skip.commands.extend(ids);
+        self
+    }
+
+    /// Records passed over whole, without being opened: the way past a
+    /// record no node can apply (a frame of a newer format, bytes that are
+    /// not a frame under the `Halt` policy). Each entry names a record by
+    /// cursor and checksum, as the halt reason prints it
+    /// ([`HaltReason::UnknownFormat`](crate::HaltReason::UnknownFormat)); an
+    /// entry whose checksum does not match the record at its cursor is
+    /// ignored with a warning. Configure every node alike, and keep the
+    /// entry while any node may still replay that part of the log.
+    pub fn skip_records(mut self, records: impl IntoIterator<Item = RecordSkip>) -> Self {
+        self.skip.add_records(records);
         self
     }
 

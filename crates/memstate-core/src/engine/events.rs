@@ -56,7 +56,8 @@ impl<M: Model + Serialize + DeserializeOwned> Engine<M> {
     pub fn time_travel(&self, initial: M) -> TimeTravel<M> {
         let travel = TimeTravel::new(initial, Arc::clone(&self.node.info.stream))
             .settings(self.node.info.settings.clone())
-            .skip_commands(self.node.applied.skip.iter().copied());
+            .skip_commands(self.node.applied.skip.commands.iter().copied())
+            .skip_records(self.node.applied.skip.records());
         match self.node.snapshots.store() {
             Some(store) => travel.shared_snapshots(store),
             None => travel,

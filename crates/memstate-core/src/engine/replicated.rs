@@ -16,6 +16,7 @@ use crate::dedup::{Dedup, Rejection, Seen};
 use crate::envelope::{Body, Control, Envelope, FrameError, NodeId, decode_frame};
 use crate::error::HaltReason;
 use crate::settings::{BadRecordPolicy, Settings, WriteMode};
+use crate::skip::{RecordSkip, SkipList};
 use crate::stream::{Cursor, Record, Stream};
 
 /// Leadership as the log decides it (single-leader mode).
@@ -96,7 +97,8 @@ pub(crate) struct Replicated {
 pub(crate) enum Opened {
     /// Already applied (an at-least-once reader, a resubscription).
     Redelivery,
-    /// Not a frame, skipped under the `Skip` bad-record policy.
+    /// Not a frame, skipped under the `Skip` bad-record policy, or a record
+    /// the operator listed in `skip_records`.
     SkippedBadRecord,
     /// The envelopes to apply, in order.
     Frame(Vec<Envelope>),
@@ -120,7 +122,8 @@ pub(crate) enum Admission {
 }
 
 impl Replicated {
-    /// Decodes a record into envelopes, under the stream's bad-record policy.
+    /// Decodes a record into envelopes, under the stream's bad-record policy
+    /// and the operator's `skip_records`.
     ///
     /// # Errors
     ///
@@ -131,6 +134,7 @@ impl Replicated {
         &mut self,
         stream: &dyn Stream,
         record: &Record,
+        skip: &SkipList,
     ) -> Result<Opened, HaltReason> {
         if let Some(last) = &self.cursor {
             match stream.compare_cursors(&record.cursor, last) {
@@ -139,6 +143,12 @@ impl Replicated {
                 Err(e) => return Err(HaltReason::StreamFailed(e.to_string())),
             }
         }
+        // Before decoding: a build that can read the record passes over it
+        // as well, like the nodes that could not.
+        if skip.skips(record) {
+            self.cursor = Some(record.cursor.clone());
+            return Ok(Opened::SkippedBadRecord);
+        }
         match decode_frame(&record.payload) {
             Ok(envelopes) => Ok(Opened::Frame(envelopes)),
             Err(FrameError::UnknownVersion { found, supported }) => {
@@ -146,6 +156,7 @@ impl Replicated {
                     cursor: record.cursor.clone(),
                     found,
                     supported,
+                    skip: RecordSkip::of(record),
                 })
             }
             Err(FrameError::NotAFrame(reason)) => {
@@ -163,6 +174,7 @@ impl Replicated {
                     BadRecordPolicy::Halt => Err(HaltReason::BadRecord {
                         cursor: record.cursor.clone(),
                         reason,
+                        skip: Some(RecordSkip::of(record)),
                     }),
                 }
             }

@@ -6,7 +6,6 @@
 //! only reads: one new subscription, no append, nothing shared with a running
 //! engine on the same stream.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +19,7 @@ use crate::envelope::{CommandId, NodeId};
 use crate::error::Error;
 use crate::model::Model;
 use crate::settings::Settings;
+use crate::skip::{RecordSkip, SkipList};
 use crate::snapshot::{SnapshotPolicy, SnapshotStore};
 use crate::stream::Stream;
 
@@ -82,7 +82,7 @@ pub struct TimeTravel<M: Model> {
     initial: M,
     stream: Arc<dyn Stream>,
     settings: Settings,
-    skip: HashSet<CommandId>,
+    skip: SkipList,
     snapshots: Option<SnapshotHooks<M>>,
     timeout: Duration,
 }
@@ -94,7 +94,7 @@ impl<M: Model + Serialize + DeserializeOwned> TimeTravel<M> {
             initial,
             stream,
             settings: Settings::default(),
-            skip: HashSet::new(),
+            skip: SkipList::default(),
             snapshots: None,
             timeout: Duration::from_secs(30),
         }
@@ -121,7 +121,14 @@ impl<M: Model> TimeTravel<M> {
 
     /// The operator's skip list, as configured on the stream's nodes.
     pub fn skip_commands(mut self, ids: impl IntoIterator<Item = CommandId>) -> Self {
-        self.skip.extend(ids);
+        self.skip.commands.extend(ids);
+        self
+    }
+
+    /// The records the stream's nodes pass over
+    /// ([`EngineBuilder::skip_records`](crate::EngineBuilder::skip_records)).
+    pub fn skip_records(mut self, records: impl IntoIterator<Item = RecordSkip>) -> Self {
+        self.skip.add_records(records);
         self
     }
 
