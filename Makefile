@@ -104,6 +104,9 @@ FUZZ_CASES ?= 1000000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p memstate-core --test fuzz
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p memstate-file --test fuzz
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p memstate-kafka --lib fuzz::
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p memstate-kinesis --lib fuzz::
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p memstate-eventstore --lib fuzz::
 
 # Fault harnesses. Each harness is one prerequisite of `torture`; add yours
 # with its own `torture: torture-NAME` line and rule.

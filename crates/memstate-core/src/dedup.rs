@@ -216,6 +216,40 @@ mod tests {
         );
     }
 
+    /// The boundary is part of the replicated rule: nodes of two builds
+    /// that drew it differently would disagree on a retry landing on it.
+    #[test]
+    fn an_id_exactly_max_age_old_is_still_remembered() {
+        let window = DedupWindow {
+            max_age_ms: 100,
+            max_entries: 10,
+        };
+        let mut d = Dedup::default();
+        let (old, newer, newest) = (
+            CommandId::random(),
+            CommandId::random(),
+            CommandId::random(),
+        );
+        d.insert(old, 1, None, 1000, &window);
+        d.insert(newer, 2, None, 1100, &window);
+        assert_eq!(d.get(&old).map(|s| s.index), Some(1), "age == max_age");
+        d.insert(newest, 3, None, 1101, &window);
+        assert_eq!(d.get(&old), None, "age == max_age + 1");
+    }
+
+    #[test]
+    fn a_rejection_says_why() {
+        let panicked = Rejection::Panicked {
+            message: "boom".into(),
+        };
+        let undecodable = Rejection::Undecodable {
+            reason: "unknown variant".into(),
+        };
+        assert!(Rejection::Skipped.to_string().contains("skip_commands"));
+        assert!(panicked.to_string().contains("boom"));
+        assert!(undecodable.to_string().contains("unknown variant"));
+    }
+
     #[test]
     fn a_window_serialized_before_outcomes_existed_still_reads() {
         let id = CommandId::random();

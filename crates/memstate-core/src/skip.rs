@@ -47,11 +47,6 @@ impl RecordSkip {
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
     }
-
-    /// The CRC32C of the record's payload.
-    pub fn crc(&self) -> u32 {
-        self.crc
-    }
 }
 
 impl fmt::Display for RecordSkip {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use memstate_core::history::History;
 use memstate_core::{
-    BadRecordPolicy, CommandContext, Consistency, Cursor, Engine, EngineBuilder, Error,
+    AsOf, BadRecordPolicy, CommandContext, Consistency, Cursor, Engine, EngineBuilder, Error,
     ExecuteError, FileSnapshotStore, HaltReason, MemoryStream, Model, RecordSkip, Settings,
     SnapshotPolicy, Status, Stream,
 };
@@ -209,6 +209,7 @@ async fn garbage_under_the_halt_policy_is_passed_over_alike_by_history_and_engin
             ..
         } => {
             assert_eq!(cursor, bad);
+            assert_eq!(*skip.cursor(), bad);
             skip
         }
         other => panic!("{other:?}"),
@@ -220,6 +221,13 @@ async fn garbage_under_the_halt_policy_is_passed_over_alike_by_history_and_engin
         .await
         .unwrap();
     let index = incr(&a, "two").await;
+    // Time travel from the engine carries its skip list.
+    let past = a
+        .time_travel(Counters::default())
+        .as_of(AsOf::Index(index))
+        .await
+        .unwrap();
+    assert_eq!(past.model.0.get("two"), Some(&1));
     a.shutdown().await;
 
     let mut history = History::<String>::open(stream.clone())

@@ -83,14 +83,27 @@ fn redact_within(text: &str, connection_string: &str) -> String {
 }
 
 /// Byte range of the password in `scheme://user:password@host...`.
+///
+/// A password that holds `/`, `?` or `#` unencoded ends the authority early
+/// for a URL parser (and the client's error then quotes the whole string):
+/// when the authority has no `@`, the last `@` of the string ends the
+/// password. That cannot be told from an `@` in a query value
+/// (`host:2113?name=a@b`), which is then hidden too: hiding too much is the
+/// safe side.
 fn password_span(connection_string: &str) -> Option<(usize, usize)> {
     let authority_start = connection_string.find("://")? + 3;
     let rest = &connection_string[authority_start..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let at = authority.rfind('@')?;
-    let colon = authority[..at].find(':')?;
-    Some((authority_start + colon + 1, authority_start + at))
+    let userinfo = match authority.rfind('@') {
+        Some(at) => &authority[..at],
+        None => &rest[..rest.rfind('@')?],
+    };
+    let colon = userinfo.find(':')?;
+    Some((
+        authority_start + colon + 1,
+        authority_start + userinfo.len(),
+    ))
 }
 
 /// The client sends `connectionName` as a gRPC header and panics on a value
@@ -267,7 +280,12 @@ mod tests {
             "esdb://admin:***@host:2113?tls=false"
         );
         assert_eq!(redact("esdb://admin@host:2113"), "esdb://admin@host:2113");
-        assert_eq!(redact("esdb://host:2113?x=a@b"), "esdb://host:2113?x=a@b");
+        assert_eq!(
+            redact("esdb://admin:pa/ss?w#rd@host:2113?tls=false"),
+            "esdb://admin:***@host:2113?tls=false"
+        );
+        // Indistinguishable from a password holding '?': hidden as well.
+        assert_eq!(redact("esdb://host:2113?x=a@b"), "esdb://host:***@b");
         assert_eq!(redact("not a url"), "not a url");
     }
 

@@ -17,7 +17,7 @@ use crate::cursor;
 /// The payload as one JSON value, only when serializing that value writes
 /// back exactly the same bytes (serde_json's `RawValue` does not keep the
 /// whitespace around a value, so padded JSON is stored as binary).
-fn exact_json(payload: &[u8]) -> Option<&RawValue> {
+pub(crate) fn exact_json(payload: &[u8]) -> Option<&RawValue> {
     let text = std::str::from_utf8(payload).ok()?;
     let raw: &RawValue = serde_json::from_str(text).ok()?;
     (raw.get().len() == text.len()).then_some(raw)

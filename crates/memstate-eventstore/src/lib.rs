@@ -8,6 +8,8 @@ mod connection;
 mod cursor;
 mod error;
 mod event;
+#[cfg(test)]
+mod fuzz;
 mod stream;
 mod subscription;
 

@@ -231,7 +231,7 @@ impl EventStoreSubscription {
 
 /// What to do with an event, given the last revision yielded.
 #[derive(Debug, PartialEq, Eq)]
-enum Admission {
+pub(crate) enum Admission {
     /// The next revision: yield it.
     Next,
     /// Already yielded (a re-opened subscription repeating itself): skip it.
@@ -244,7 +244,7 @@ enum Admission {
 
 /// Revisions of one stream are contiguous from 0, so the event after `last`
 /// must be `last + 1` (the first must be 0).
-fn admit(last: Option<u64>, revision: u64) -> Admission {
+pub(crate) fn admit(last: Option<u64>, revision: u64) -> Admission {
     let expected = match last {
         None => 0,
         Some(last) => match last.checked_add(1) {

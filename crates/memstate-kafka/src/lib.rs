@@ -4,6 +4,8 @@ mod config;
 mod cursor;
 mod durability;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod properties;
 mod stream;
 mod subscription;

@@ -70,7 +70,7 @@ impl KafkaConfig {
 }
 
 /// `key=value` lines; the error names the line (values may be secrets).
-fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut properties = BTreeMap::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();

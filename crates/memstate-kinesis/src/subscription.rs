@@ -17,6 +17,10 @@ use crate::error::{BACKEND, KinesisStreamError, misconfigured};
 use crate::pacing::Pacer;
 use memstate_core::cursor::compare_digits;
 
+#[cfg(test)]
+#[path = "fuzz.rs"]
+mod fuzz;
+
 /// How many times in a row a fresh iterator may expire before the
 /// subscription gives up (a fresh iterator lives five minutes, so more than
 /// one in a row means something else is wrong).
