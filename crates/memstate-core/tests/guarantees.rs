@@ -8,34 +8,17 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use memstate_core::envelope::{encode_envelope, encode_frame};
 use memstate_core::{
-    Body, CommandContext, CommandId, Consistency, Control, Engine, EngineBuilder, Error,
-    ExecuteError, FileSnapshotStore, LeadershipConfig, MemoryStream, Model, NodeId, SnapshotError,
-    SnapshotPolicy, Stream,
+    Body, CommandId, Consistency, Control, Engine, EngineBuilder, Error, ExecuteError,
+    FileSnapshotStore, LeadershipConfig, MemoryStream, NodeId, SnapshotError, SnapshotPolicy,
+    Stream,
 };
-use serde::{Deserialize, Serialize};
-use support::{BoardCmd, TestStream, builder, paused_runtime, single_leader};
-
-/// Named counters, serializable for snapshots.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct Counters(BTreeMap<String, u64>);
-
-impl Model for Counters {
-    type Command = String;
-    type Output = u64;
-    type Error = String;
-    fn apply(&mut self, key: String, _ctx: &mut CommandContext<'_>) -> Result<u64, String> {
-        let c = self.0.entry(key).or_default();
-        *c += 1;
-        Ok(*c)
-    }
-}
+use support::{BoardCmd, Counters, TestStream, builder, paused_runtime, single_leader};
 
 fn node(stream: &MemoryStream, id: &str, snaps: Option<&Path>) -> EngineBuilder<Counters> {
     let b = EngineBuilder::new(Counters::default(), stream.clone())

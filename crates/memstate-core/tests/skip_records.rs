@@ -14,27 +14,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use memstate_core::history::History;
 use memstate_core::{
-    AsOf, BadRecordPolicy, CommandContext, Consistency, Cursor, Engine, EngineBuilder, Error,
-    ExecuteError, FileSnapshotStore, HaltReason, MemoryStream, Model, RecordSkip, Settings,
-    SnapshotPolicy, Status, Stream,
+    AsOf, BadRecordPolicy, Consistency, Cursor, Engine, EngineBuilder, Error, ExecuteError,
+    FileSnapshotStore, HaltReason, MemoryStream, RecordSkip, Settings, SnapshotPolicy, Status,
+    Stream,
 };
-use serde::{Deserialize, Serialize};
-use support::eventually;
-
-/// Named counters, serializable for snapshots.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct Counters(BTreeMap<String, u64>);
-
-impl Model for Counters {
-    type Command = String;
-    type Output = u64;
-    type Error = String;
-    fn apply(&mut self, key: String, _ctx: &mut CommandContext<'_>) -> Result<u64, String> {
-        let c = self.0.entry(key).or_default();
-        *c += 1;
-        Ok(*c)
-    }
-}
+use support::{Counters, eventually};
 
 /// A frame of a format no build reads.
 const FUTURE_FRAME: &[u8] = br#"{"v":99,"envelopes":[{"from":"the future"}]}"#;

@@ -18,24 +18,12 @@ use crate::cursor::{compare, from_cursor, to_cursor};
 use crate::event::{exact_json, to_event_data};
 use crate::subscription::{Admission, admit};
 
-/// Cases per target: `PROPTEST_CASES` when set, else `default`.
-fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// Characters a password may hold, URL delimiters included.
 const PASSWORD: &str = "[A-Za-z0-9/?#:%+!$&'()*,;=.~_ -]{1,12}";
 
 proptest! {
-    #![proptest_config(cases(512))]
+    // 256 cases (`cargo test`), or `PROPTEST_CASES` (`make fuzz`).
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Any text: a revision only in canonical decimal; cursors order as
     /// revisions do.

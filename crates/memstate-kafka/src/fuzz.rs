@@ -16,19 +16,6 @@ use proptest::prelude::*;
 use crate::cursor::{from_cursor, to_cursor};
 use crate::properties::parse_properties;
 
-/// Cases per target: `PROPTEST_CASES` when set, else `default`.
-fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// Text that looks like an offset more often than not.
 fn cursor_text() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -39,7 +26,8 @@ fn cursor_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(cases(512))]
+    // 256 cases (`cargo test`), or `PROPTEST_CASES` (`make fuzz`).
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Any text: an offset only when it is the canonical decimal form of a
     /// Kafka offset that has a successor; otherwise `InvalidCursor`.

@@ -29,19 +29,6 @@ use super::{KinesisSubscription, Start};
 use crate::config::KinesisConfig;
 use crate::cursor::{compare, from_cursor};
 
-/// Cases per target: `PROPTEST_CASES` when set, else `default`.
-fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// A subscription that never calls Kinesis (only its intake is driven).
 fn subscription(start: Start) -> KinesisSubscription {
     let client = Client::from_conf(
@@ -143,7 +130,8 @@ fn expected(
 }
 
 proptest! {
-    #![proptest_config(cases(512))]
+    // 256 cases (`cargo test`), or `PROPTEST_CASES` (`make fuzz`).
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Any text: a sequence number only when it is 1 to 129 ASCII digits.
     #[test]

@@ -36,6 +36,21 @@ pub struct Board {
     pub counters: BTreeMap<String, u64>,
 }
 
+/// Named counters, serializable for snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters(pub BTreeMap<String, u64>);
+
+impl Model for Counters {
+    type Command = String;
+    type Output = u64;
+    type Error = String;
+    fn apply(&mut self, key: String, _ctx: &mut CommandContext<'_>) -> Result<u64, String> {
+        let c = self.0.entry(key).or_default();
+        *c += 1;
+        Ok(*c)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum BoardCmd {
     /// Sets the register; returns the value it replaced.
