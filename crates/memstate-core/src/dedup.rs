@@ -223,6 +223,7 @@ mod tests {
         let window = DedupWindow {
             max_age_ms: 100,
             max_entries: 10,
+            ..DedupWindow::default()
         };
         let mut d = Dedup::default();
         let (old, newer, newest) = (
