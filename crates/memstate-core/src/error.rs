@@ -42,20 +42,17 @@ pub enum HaltReason {
         /// The entry that passes over this record ([`EngineBuilder::skip_records`](crate::EngineBuilder::skip_records)).
         skip: RecordSkip,
     },
-    /// Bytes that are not a frame, or a command that cannot be decoded,
-    /// under the `Halt` bad-record policy.
+    /// Bytes that are not a frame, under the `Halt` bad-record policy.
     #[error(
-        "record {cursor} is not a memstate frame ({reason}) and the stream's policy is to halt{}",
-        skip_hint(.skip)
+        "record {cursor} is not a memstate frame ({reason}) and the stream's policy is to halt; to pass over it on every node: skip_records [\"{skip}\"]"
     )]
     BadRecord {
         /// Where.
         cursor: Cursor,
         /// Why it was refused.
         reason: String,
-        /// For a whole record that is not a frame: the entry that passes
-        /// over it ([`EngineBuilder::skip_records`](crate::EngineBuilder::skip_records)).
-        skip: Option<RecordSkip>,
+        /// The entry that passes over it ([`EngineBuilder::skip_records`](crate::EngineBuilder::skip_records)).
+        skip: RecordSkip,
     },
     /// A command panicked outside safe mode; the model may be half-mutated.
     #[error(
@@ -341,10 +338,4 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for ExecuteError<E> {
             Self::Engine(e) => Some(e),
         }
     }
-}
-
-fn skip_hint(skip: &Option<RecordSkip>) -> String {
-    skip.as_ref()
-        .map(|skip| format!("; to pass over it on every node: skip_records [\"{skip}\"]"))
-        .unwrap_or_default()
 }

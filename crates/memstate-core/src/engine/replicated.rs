@@ -174,7 +174,7 @@ impl Replicated {
                     BadRecordPolicy::Halt => Err(HaltReason::BadRecord {
                         cursor: record.cursor.clone(),
                         reason,
-                        skip: Some(RecordSkip::of(record)),
+                        skip: RecordSkip::of(record),
                     }),
                 }
             }
