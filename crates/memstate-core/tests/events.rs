@@ -202,6 +202,31 @@ async fn failed_rolled_back_skipped_and_duplicate_commands_emit_nothing() {
     engine.shutdown().await;
 }
 
+/// Found by cargo-mutants: in direct mode too (the model's change cannot be
+/// undone there), a command whose event cannot be serialized fails, and its
+/// event is not delivered.
+#[tokio::test]
+async fn an_event_that_cannot_be_serialized_fails_its_command_in_direct_mode() {
+    let stream = MemoryStream::new();
+    let a = node(&stream, "a")
+        .settings(Settings::default())
+        .start()
+        .await
+        .unwrap();
+    let mut sub = a.events(EventsFrom::Now);
+    let result = a.execute(Cmd::AddWithBadEvent(50)).await;
+    assert!(
+        matches!(result, Err(ExecuteError::Engine(Error::EventEncode { .. }))),
+        "{result:?}"
+    );
+    a.execute(Cmd::Add(2)).await.unwrap();
+    assert_eq!(
+        next(&mut sub).await.event,
+        CounterEvent::Added { by: 2, total: 52 }
+    );
+    a.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_event_that_cannot_be_serialized_fails_its_command_alike_on_every_node() {
     let stream = MemoryStream::new();

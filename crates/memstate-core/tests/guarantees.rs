@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use memstate_core::envelope::{encode_envelope, encode_frame};
 use memstate_core::{
-    Body, CommandId, Consistency, Control, Engine, EngineBuilder, Error, ExecuteError,
+    AsOf, Body, CommandId, Consistency, Control, Engine, EngineBuilder, Error, ExecuteError,
     FileSnapshotStore, LeadershipConfig, MemoryStream, NodeId, SnapshotError, SnapshotPolicy,
     Stream,
 };
@@ -180,24 +180,97 @@ async fn a_snapshot_of_a_newer_format_refuses_start_while_a_corrupt_one_is_skipp
     }
 }
 
-/// Appends one control envelope from `origin` straight to the stream.
-async fn append_control(stream: &MemoryStream, origin: &str, control: Control) {
-    let ts = SystemTime::now()
+fn now_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_millis() as u64;
-    let envelope = memstate_core::Envelope {
-        id: CommandId::random(),
-        origin: NodeId::new(origin),
-        ts,
-        epoch: None,
-        model_version: 1,
-        reads: 1,
-        body: Body::Control(control),
-    };
-    let encoded = encode_envelope(&envelope).unwrap();
-    let frame = encode_frame([encoded.as_slice()]);
+        .as_millis() as u64
+}
+
+/// Appends one frame of envelopes `(origin, ts, body)` straight to the stream.
+async fn append_frame(stream: &MemoryStream, envelopes: Vec<(&str, u64, Body)>) {
+    let encoded: Vec<Vec<u8>> = envelopes
+        .into_iter()
+        .map(|(origin, ts, body)| {
+            let envelope = memstate_core::Envelope {
+                id: CommandId::random(),
+                origin: NodeId::new(origin),
+                ts,
+                epoch: None,
+                model_version: 1,
+                reads: 1,
+                body,
+            };
+            encode_envelope(&envelope).unwrap()
+        })
+        .collect();
+    let frame = encode_frame(encoded.iter().map(Vec::as_slice));
     stream.append(vec![Bytes::from(frame)]).await.unwrap();
+}
+
+/// Appends one control envelope from `origin` straight to the stream.
+async fn append_control(stream: &MemoryStream, origin: &str, control: Control) {
+    append_frame(stream, vec![(origin, now_ms(), Body::Control(control))]).await;
+}
+
+/// Found by cargo-mutants (`&&` -> `||` in the heartbeat rule): only the
+/// current leader's heartbeat in its own epoch is a sign of life. Another
+/// node's heartbeat in the current epoch, or the leader's in an old one,
+/// must not move the replicated `last_seen_ts` (it decides elections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leaders_heartbeat_in_its_epoch_is_a_sign_of_life() {
+    let stream = MemoryStream::new();
+    let a = node(&stream, "a", None)
+        .settings(single_leader())
+        .leadership(manual())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(a.claim_leadership().await.unwrap(), 1);
+    // The leader's own heartbeats move it meanwhile, but not an hour ahead.
+    let later = now_ms() + 3_600_000;
+    let heartbeat = |epoch| Body::Control(Control::Heartbeat { epoch });
+    append_frame(&stream, vec![("intruder", later, heartbeat(1))]).await;
+    append_frame(&stream, vec![("a", later, heartbeat(0))]).await;
+    a.query(Consistency::Linearizable, |_| ()).await.unwrap();
+    assert!(a.stats().leadership.last_seen_ts < later);
+    // Control: the leader's own heartbeat in its epoch counts.
+    append_frame(&stream, vec![("a", later, heartbeat(1))]).await;
+    a.query(Consistency::Linearizable, |_| ()).await.unwrap();
+    assert_eq!(a.stats().leadership.last_seen_ts, later);
+    a.shutdown().await;
+}
+
+/// Found by cargo-mutants (the index handed to the stop rule): time travel
+/// to an index inside a frame of several envelopes stops at that envelope,
+/// not at the end of the frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_travel_stops_inside_a_frame_of_several_commands() {
+    let stream = MemoryStream::new();
+    let a = node(&stream, "a", None).start().await.unwrap();
+    let k = || Body::Command(serde_json::json!("k"));
+    append_frame(
+        &stream,
+        vec![
+            ("w", now_ms(), k()),
+            ("w", now_ms(), k()),
+            ("w", now_ms(), k()),
+        ],
+    )
+    .await;
+    a.query(Consistency::Linearizable, |_| ()).await.unwrap();
+    let last = a.stats().applied_index;
+    assert_eq!(count(&a, "k"), 3);
+    let past = a
+        .time_travel(Counters::default())
+        .as_of(AsOf::Index(last - 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (past.applied_index, past.model.0.get("k")),
+        (last - 1, Some(&2))
+    );
+    a.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,6 +185,26 @@ async fn the_policy_takes_snapshots_every_n_envelopes() {
     e.shutdown().await;
 }
 
+/// Found by cargo-mutants (the byte count never growing): a policy by bytes
+/// alone takes a snapshot once that many record bytes were applied.
+#[tokio::test]
+async fn the_policy_takes_a_snapshot_after_n_bytes() {
+    let stream = MemoryStream::new();
+    let dir = tempfile::tempdir().unwrap();
+    let e = EngineBuilder::new(Kv::default(), stream.clone())
+        .snapshots(
+            FileSnapshotStore::new(dir.path()),
+            SnapshotPolicy::on_demand().with_bytes(2_000),
+        )
+        .start()
+        .await
+        .unwrap();
+    write(&e, 0, 40).await;
+    wait_for_snapshots(&e, 1).await;
+    assert!(e.stats().snapshots.last_taken.is_some());
+    e.shutdown().await;
+}
+
 /// Waits until `n` snapshots were written; the deadline only guards a hang.
 async fn wait_for_snapshots(e: &Engine<Kv>, n: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
