@@ -213,6 +213,18 @@ async fn append_control(stream: &MemoryStream, origin: &str, control: Control) {
     append_frame(stream, vec![(origin, now_ms(), Body::Control(control))]).await;
 }
 
+/// Node "a", single-leader mode, manual elections, leader of epoch 1.
+async fn leader_of_epoch_1(stream: &MemoryStream) -> Engine<Counters> {
+    let a = node(stream, "a", None)
+        .settings(single_leader())
+        .leadership(manual())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(a.claim_leadership().await.unwrap(), 1);
+    a
+}
+
 /// Found by cargo-mutants (`&&` -> `||` in the heartbeat rule): only the
 /// current leader's heartbeat in its own epoch is a sign of life. Another
 /// node's heartbeat in the current epoch, or the leader's in an old one,
@@ -220,13 +232,7 @@ async fn append_control(stream: &MemoryStream, origin: &str, control: Control) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leaders_heartbeat_in_its_epoch_is_a_sign_of_life() {
     let stream = MemoryStream::new();
-    let a = node(&stream, "a", None)
-        .settings(single_leader())
-        .leadership(manual())
-        .start()
-        .await
-        .unwrap();
-    assert_eq!(a.claim_leadership().await.unwrap(), 1);
+    let a = leader_of_epoch_1(&stream).await;
     // The leader's own heartbeats move it meanwhile, but not an hour ahead.
     let later = now_ms() + 3_600_000;
     let heartbeat = |epoch| Body::Control(Control::Heartbeat { epoch });
@@ -276,13 +282,7 @@ async fn time_travel_stops_inside_a_frame_of_several_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_that_skips_an_epoch_is_rejected_and_the_next_epoch_is_accepted() {
     let stream = MemoryStream::new();
-    let a = node(&stream, "a", None)
-        .settings(single_leader())
-        .leadership(manual())
-        .start()
-        .await
-        .unwrap();
-    assert_eq!(a.claim_leadership().await.unwrap(), 1);
+    let a = leader_of_epoch_1(&stream).await;
 
     append_control(&stream, "intruder", Control::AssumeLeadership { epoch: 3 }).await;
     a.query(Consistency::Linearizable, |_| ()).await.unwrap();
