@@ -11,8 +11,9 @@ use crate::CliError;
 use crate::backend::{BackendArgs, BackendKind};
 
 /// Prints the commands of an existing stream, one JSON line each: applied
-/// index, time, origin node, command id, epoch, what every engine did with it
-/// (applied, duplicate, fenced) and the command as it was logged. Reads only;
+/// index, time, origin node, command id, epoch, the model version it was
+/// written at, what every engine did with it (applied, duplicate, fenced) and
+/// the command as it was logged. Reads only;
 /// the stream is never written.
 #[derive(Debug, Clone, Args)]
 pub struct HistoryArgs {
@@ -93,6 +94,7 @@ pub fn to_json(e: &HistoryEntry<Value>) -> Value {
         "node": e.origin.to_string(),
         "command_id": e.command_id.to_string(),
         "epoch": e.epoch,
+        "model_version": e.model_version,
         "fate": fate,
         "command": e.command,
     })

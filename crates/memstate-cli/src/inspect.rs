@@ -48,6 +48,7 @@ pub async fn run(args: &InspectArgs) -> Result<bool, CliError> {
                             "cursor": record.cursor.as_str(),
                             "index_in_frame": i,
                             "kind": e.kind(),
+                            "model_version": e.model_version,
                             "envelope": e,
                         });
                         writeln!(out, "{line}").map_err(CliError::Io)?;

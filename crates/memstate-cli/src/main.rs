@@ -12,6 +12,7 @@ mod inspect;
 mod serve;
 mod stats;
 mod truncate;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,8 @@ enum Command {
     BenchNode(bench::cluster::node::NodeArgs),
     /// Drop file-journal segments before every node's oldest snapshot (opt-in).
     Truncate(truncate::TruncateArgs),
+    /// Model versions of a stream: status, activate a version, forget a node.
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 /// Errors the command reports before exiting non-zero.
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
             #[cfg(feature = "bench")]
             Command::BenchNode(args) => bench::cluster::node::run(args).await,
             Command::Truncate(args) => truncate::run(args).await,
+            Command::Upgrade(args) => upgrade::run(args).await,
         }
     });
     match result {

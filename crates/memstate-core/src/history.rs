@@ -52,7 +52,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::engine::IntoStream;
-use crate::engine::replicated::{Admission, Opened, Replicated};
+use crate::engine::replicated::{Admission, ModelVersions, Opened, Replicated};
 use crate::envelope::{Body, CommandId, Envelope, NodeId};
 use crate::error::Error;
 use crate::skip::{RecordSkip, SkipList};
@@ -185,6 +185,13 @@ impl<C: DeserializeOwned> History<C> {
     /// The applied index of the last envelope read (control records included).
     pub fn index(&self) -> u64 {
         self.state.applied_index
+    }
+
+    /// The model versions as the log decides them, as far as read: the
+    /// active version and each live node's announcement (what
+    /// `memstate upgrade status` prints).
+    pub fn model_versions(&self) -> &ModelVersions {
+        &self.state.versions
     }
 
     /// The next command, or `None` at the end set by `until`.
