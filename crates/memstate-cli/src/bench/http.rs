@@ -15,7 +15,6 @@
 //! The clients run in the same process and on the same cores as the server:
 //! their own HTTP work is part of what the tier measures.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,9 +53,6 @@ pub(crate) struct HttpTier {
     pub embedded: Measurement,
     /// The best round of `POST /commands/put`.
     pub http: Measurement,
-    /// CPU time of this process per command in the best rounds, µs (see [`Round`]).
-    pub embedded_cpu_us_per_command: Option<f64>,
-    pub http_cpu_us_per_command: Option<f64>,
     /// `http.per_sec / embedded.per_sec`.
     pub ratio: f64,
     /// Every round, in the order run.
@@ -75,11 +71,6 @@ pub(crate) struct Round {
     pub http_first: bool,
     pub embedded: Measurement,
     pub http: Measurement,
-    /// CPU time (user + system) the whole process used during each pass,
-    /// warm-up included, divided by the commands acknowledged in it, µs:
-    /// callers, engine and journal; for `http` also the clients and the server.
-    pub embedded_cpu_us_per_command: Option<f64>,
-    pub http_cpu_us_per_command: Option<f64>,
 }
 
 /// The part of a write response the clients check.
@@ -192,37 +183,29 @@ async fn rounds(
     let mut all = Vec::new();
     for round in 0..plan.rounds {
         let http_first = round % 2 == 1;
-        let (mut embedded, mut over_http) = (None, None);
-        for http_turn in [http_first, !http_first] {
-            if http_turn {
-                let pass = http.pass(plan, clients, round);
-                over_http = Some(costed(&http.acknowledged, pass).await?);
-            } else {
-                let pass = embedded_pass(plan, engine, clients, &embedded_acknowledged);
-                embedded = Some(costed(&embedded_acknowledged, pass).await?);
-            }
-        }
-        let (Some((embedded, embedded_cpu)), Some((over_http, http_cpu))) = (embedded, over_http)
-        else {
-            return Err("a round ran only one tier".into());
+        let (embedded, over_http) = if http_first {
+            let h = http.pass(plan, clients, round).await?;
+            let e = embedded_pass(plan, engine, clients, &embedded_acknowledged).await?;
+            (e, h)
+        } else {
+            let e = embedded_pass(plan, engine, clients, &embedded_acknowledged).await?;
+            (e, http.pass(plan, clients, round).await?)
         };
         all.push(Round {
             http_first,
             embedded,
             http: over_http,
-            embedded_cpu_us_per_command: embedded_cpu,
-            http_cpu_us_per_command: http_cpu,
         });
     }
-    let best = |pick: fn(&Round) -> (&Measurement, Option<f64>)| {
+    let best = |pick: fn(&Round) -> &Measurement| {
         all.iter()
             .map(pick)
-            .max_by(|a, b| a.0.per_sec.total_cmp(&b.0.per_sec))
-            .map(|(m, cpu)| (m.clone(), cpu))
+            .max_by(|a, b| a.per_sec.total_cmp(&b.per_sec))
+            .cloned()
             .ok_or_else(|| "no round ran".to_owned())
     };
-    let (embedded, embedded_cpu) = best(|r| (&r.embedded, r.embedded_cpu_us_per_command))?;
-    let (over_http, http_cpu) = best(|r| (&r.http, r.http_cpu_us_per_command))?;
+    let embedded = best(|r| &r.embedded)?;
+    let over_http = best(|r| &r.http)?;
     let (key, value) = put(plan.accounts, 0, 0);
     Ok(HttpTier {
         clients,
@@ -232,47 +215,11 @@ async fn rounds(
         ratio: over_http.per_sec / embedded.per_sec.max(f64::EPSILON),
         embedded,
         http: over_http,
-        embedded_cpu_us_per_command: embedded_cpu,
-        http_cpu_us_per_command: http_cpu,
         rounds: all,
         http_acknowledged: http.acknowledged.load(Ordering::Relaxed),
         embedded_acknowledged: embedded_acknowledged.load(Ordering::Relaxed),
         applied_index: 0,
     })
-}
-
-/// Runs `pass` and returns it with the CPU time this process spent per
-/// command acknowledged meanwhile, µs (`None` without `/proc/self/stat`).
-async fn costed(
-    acknowledged: &AtomicU64,
-    pass: impl Future<Output = Result<Measurement, String>>,
-) -> Result<(Measurement, Option<f64>), String> {
-    let (cpu_before, before) = (process_cpu_seconds(), acknowledged.load(Ordering::Relaxed));
-    let measured = pass.await?;
-    let commands = acknowledged.load(Ordering::Relaxed).saturating_sub(before);
-    let cpu = match (cpu_before, process_cpu_seconds()) {
-        (Some(a), Some(b)) if commands > 0 => Some((b - a) / commands as f64 * 1e6),
-        _ => None,
-    };
-    Ok((measured, cpu))
-}
-
-/// The unit of the CPU times in `/proc/self/stat` (`USER_HZ`: 100 on Linux,
-/// whatever the kernel's own tick rate).
-const USER_HZ: f64 = 100.0;
-
-/// User plus system CPU time of this process so far, seconds (Linux).
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    cpu_ticks(&stat).map(|ticks| ticks as f64 / USER_HZ)
-}
-
-/// `utime + stime` (fields 14 and 15 of proc(5)) of a `/proc/PID/stat` line.
-fn cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name (field 2) is in parentheses and may hold spaces or ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-    Some(field(14)? + field(15)?)
 }
 
 async fn embedded_pass(
@@ -371,14 +318,11 @@ fn table(tier: &HttpTier) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>8} | {:^33} | CPU µs/command (process)",
-        "tier", "cmd/s  p50 p99 p999 (ms)"
+        "{:>8} | cmd/s  p50 p99 p999 (ms)  CPU µs/command (process)",
+        "tier"
     );
-    for (name, m, cpu) in [
-        ("embedded", &tier.embedded, tier.embedded_cpu_us_per_command),
-        ("http", &tier.http, tier.http_cpu_us_per_command),
-    ] {
-        let _ = writeln!(out, "{name:>8} | {} | {:>8}", cells(m), opt(cpu));
+    for (name, m) in [("embedded", &tier.embedded), ("http", &tier.http)] {
+        let _ = writeln!(out, "{name:>8} | {}", cells(m));
     }
     let _ = writeln!(out, "{:>8} | http/embedded {:.2}", "", tier.ratio);
     out
@@ -422,8 +366,8 @@ mod tests {
         assert!(tier.body_bytes > 20, "{}", tier.body_bytes);
         #[cfg(target_os = "linux")]
         for round in &tier.rounds {
-            assert!(round.http_cpu_us_per_command.is_some(), "{round:?}");
-            assert!(round.embedded_cpu_us_per_command.is_some(), "{round:?}");
+            assert!(round.http.cpu_us_per_op.is_some(), "{round:?}");
+            assert!(round.embedded.cpu_us_per_op.is_some(), "{round:?}");
         }
         Ok(())
     }
@@ -438,15 +382,6 @@ mod tests {
         assert!(extra.failed);
         assert!(extra.table.contains("http: FAILED"), "{}", extra.table);
         Ok(())
-    }
-
-    #[test]
-    fn cpu_ticks_are_utime_plus_stime() {
-        let line = "4242 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20 0 1";
-        assert_eq!(cpu_ticks(line), Some(281));
-        assert_eq!(cpu_ticks("4242 (short) S 1 2"), None);
-        #[cfg(target_os = "linux")]
-        assert!(process_cpu_seconds().is_some());
     }
 
     #[test]
