@@ -3,8 +3,9 @@
 //!
 //! An id enters the window when its first copy is *decided*: applied (a
 //! control message, or a command the model ran, whatever it returned) or
-//! deterministically rejected (skipped by the operator's list, undecodable
-//! under the skip policy, panicked in safe mode). A later copy is dropped and
+//! deterministically rejected (skipped by the operator's list, panicked in
+//! safe mode; undecodable, in windows recorded by builds before version skew
+//! halted the engine). A later copy is dropped and
 //! its caller learns that first outcome. A command *fenced* in single-leader
 //! mode (wrong leader or epoch) is not decided: nothing happened, so its id
 //! stays out of the window and a retry on the real leader applies.
@@ -25,7 +26,10 @@ use crate::settings::DedupWindow;
 pub enum Rejection {
     /// Listed in `skip_commands`.
     Skipped,
-    /// The model could not decode it (under the `Skip` bad-record policy).
+    /// The model could not decode it. Recorded by builds before version
+    /// skew stopped the engine (a command this build cannot decode now halts
+    /// it, see `docs/upgrades.md`); kept so the windows they recorded in
+    /// snapshots still restore and answer retries alike.
     Undecodable {
         /// The decoder's message.
         reason: String,

@@ -172,7 +172,7 @@ impl<M: Model> Engine<M> {
     /// ambiguous failure cannot apply it twice. A retry learns what became of
     /// the first copy, identically on every node: applied —
     /// [`Error::AlreadyApplied`]; deterministically rejected (skipped,
-    /// undecodable, panicked in safe mode) — [`Error::AlreadyRejected`];
+    /// panicked in safe mode) — [`Error::AlreadyRejected`];
     /// fenced as not from the leader — nothing happened, so the retry on the
     /// leader applies. `docs/consistency.md` lists, error by error, whether
     /// the command may still land and what to do.
