@@ -15,6 +15,9 @@
 #   make backends-down  stop them
 #   make fuzz           property-based fuzzing, a million inputs per target (CI: a short pass in make test)
 #   make torture        fault harnesses: writers SIGKILLed, torn and cut journals (CI: a short run)
+#   make torture-failover  leader failover: the leader SIGKILLed or SIGSTOPped, its held-back
+#                       writes landing after the next claim, on a file journal and on a Kafka
+#                       broker of its own (FAILOVERS=N per backend, default 4: the CI form)
 #   make mutants        cargo-mutants over the guarantee code of memstate-core and memstate-file
 
 CARGO ?= cargo
@@ -97,7 +100,7 @@ backends-down:
 	bash $(BACKENDS) down
 
 
-.PHONY: fuzz torture-file mutants
+.PHONY: fuzz torture-file torture-failover mutants
 
 # Fuzzing: the proptest targets `cargo test` runs briefly, with a million inputs each.
 FUZZ_CASES ?= 1000000
@@ -115,6 +118,23 @@ TORTURE_SEED ?= 1
 torture: torture-file
 torture-file:
 	$(CARGO) run --release -p memstate-conformance --bin torture_file -- --rounds $(TORTURE_ROUNDS) --seed $(TORTURE_SEED)
+
+# Leader-failover harness (integration-tests/src/bin/torture_failover/): three
+# node processes in single-leader mode, the leader SIGKILLed or SIGSTOPped and
+# resumed, its held-back writes landing after the next claim, clients retrying
+# under the same ids. First on a file journal, then on a Kafka broker of its own
+# (instance kafka-failover, ports 19692/19693). FAILOVERS per backend: the
+# default 4 is the short form (CI, about a minute each); FAILOVERS=20 by hand.
+FAILOVERS ?= 4
+TORTURE_FAILOVER := $(CARGO) run -q -p memstate-conformance --bin torture_failover --
+KAFKA_FAILOVER := env MEMSTATE_KAFKA_NAME=kafka-failover MEMSTATE_KAFKA_PORT=19692 \
+	MEMSTATE_KAFKA_CONTROLLER_PORT=19693 MEMSTATE_KAFKA_HEAP_OPTS="-Xms128m -Xmx256m" \
+	bash integration-tests/scripts/kafka.sh
+torture: torture-failover
+torture-failover:
+	$(TORTURE_FAILOVER) --backend file --failovers $(FAILOVERS)
+	$(KAFKA_FAILOVER) run -- $(TORTURE_FAILOVER) --backend kafka \
+		--bootstrap 127.0.0.1:19692 --failovers $(FAILOVERS)
 
 # Mutation testing of the guarantee code (slow: hours on 2 cores for all of it).
 # Narrow it with MUTANTS_ARGS, e.g. MUTANTS_ARGS="--file crates/memstate-file/src/scan.rs".
