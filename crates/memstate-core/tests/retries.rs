@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use memstate_core::{
     SnapshotPolicy, Stream, WriteMode,
 };
 use serde::{Deserialize, Serialize};
+use support::{TestStream, eventually};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Counts(BTreeMap<String, u64>);
@@ -167,6 +170,40 @@ async fn a_fenced_command_does_not_consume_its_id_and_its_retry_on_the_leader_ap
     for engine in [old, new, late] {
         engine.shutdown().await;
     }
+}
+
+/// A fenced copy from another node that lands while this node's own copy of
+/// the same id is still in flight does not answer this node's caller with
+/// `NotLeader`: its own copy is still to come, and it applies.
+#[tokio::test]
+async fn a_fenced_copy_from_another_node_leaves_the_leaders_own_copy_to_apply() {
+    let single = settings(WriteMode::SingleLeader, ApplyMode::Direct);
+    let memory = MemoryStream::new();
+    let gated = TestStream::new(memory.clone());
+    let leader = EngineBuilder::new(Counts::default(), gated.clone())
+        .node_id("leader")
+        .settings(single)
+        .start()
+        .await
+        .unwrap();
+    leader.claim_leadership().await.unwrap();
+    let x = CommandId::random();
+    gated.close_gate_for_commands();
+    let own = tokio::spawn({
+        let leader = leader.clone();
+        async move { leader.execute_with_id(x, Cmd::Incr("x".into())).await }
+    });
+    gated.wait_held(1).await;
+    append_by_hand(&memory, x, "old-leader", Some(0), incr("x")).await;
+    eventually(Duration::from_secs(10), "the stray copy is fenced", || {
+        leader.stats().commands_fenced == 1
+    })
+    .await;
+    gated.open_gate();
+    let done = own.await.unwrap().unwrap();
+    assert_eq!(done.output, 1, "the leader's own copy applied");
+    assert_eq!(count(&leader, "x").await, 1);
+    leader.shutdown().await;
 }
 
 /// Takes a snapshot on `engine`'s store, then shows that a node restored from
