@@ -287,6 +287,19 @@ pub async fn account(
         "state hashes equal:                    {}",
         if equal { "yes" } else { "NO" }
     );
+    // Epoch 1 at start, one per failover; any more were elections of a live
+    // leader (safe, but writes stall: the price of a short election timeout).
+    let epoch = cluster
+        .views()
+        .into_iter()
+        .flatten()
+        .map(|(e, _)| e)
+        .max()
+        .unwrap_or(0);
+    let unforced = epoch.saturating_sub(1 + records.len() as u64);
+    println!(
+        "epochs:                                {epoch} ({unforced} elections the harness did not cause)"
+    );
     let elected: Vec<Duration> = records.iter().map(|r| r.elected).collect();
     let unavailable: Vec<Duration> = records.iter().map(|r| r.unavailable).collect();
     println!(
