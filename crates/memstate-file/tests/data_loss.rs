@@ -293,3 +293,38 @@ async fn a_sealed_segment_whose_empty_successor_is_missing_loses_nothing() {
     let report = inspect::read_all(dir.path()).unwrap();
     assert!(report.data_loss.is_none());
 }
+
+/// Found by cargo-mutants (the search backwards for the last record): a
+/// journal whose newest segment is empty and whose watermark is gone still
+/// knows its last record, in a segment before; nothing before it is taken
+/// for it.
+#[tokio::test]
+async fn the_last_record_is_found_behind_an_empty_newest_segment() {
+    for verify in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = small_segments(dir.path()).with_verify_on_open(verify);
+        let s = FileStream::open_with(config.clone()).await.unwrap();
+        let segment = |c: &Cursor| Position::from_cursor(c).unwrap().segment;
+        let mut cursors = Vec::new();
+        // Three full segments before the newest, so that the search can
+        // overshoot.
+        while cursors.last().map_or(0, segment) < 4 {
+            cursors.extend(
+                s.append(vec![b(&format!("{:040}", cursors.len()))])
+                    .await
+                    .unwrap(),
+            );
+        }
+        drop(s);
+        let last = segment(cursors.last().unwrap());
+        // Drop the newest segment and the watermark: the journal now ends
+        // with a sealed segment, and opening creates an empty successor.
+        std::fs::remove_file(segment_file(dir.path(), last)).unwrap();
+        let expected = cursors.iter().rfind(|c| segment(c) < last).cloned();
+        for _ in 0..2 {
+            std::fs::remove_file(dir.path().join("journal.watermark")).unwrap();
+            let s = FileStream::open_with(config.clone()).await.unwrap();
+            assert_eq!(s.head().await.unwrap(), expected, "verify_on_open {verify}");
+        }
+    }
+}
