@@ -328,3 +328,34 @@ async fn the_last_record_is_found_behind_an_empty_newest_segment() {
         }
     }
 }
+
+/// Found by cargo-mutants (the length the last acknowledged record needs):
+/// the newest segment missing and the one before it cut inside its last
+/// record's frame header is data loss, not a sealed journal whose empty
+/// successor went missing.
+#[tokio::test]
+async fn a_cut_inside_the_last_records_header_before_a_missing_successor_is_data_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments(dir.path());
+    let cursors = several_segments(&config).await;
+    let position = |c: &Cursor| Position::from_cursor(c).unwrap();
+    let last = position(cursors.last().unwrap()).segment;
+    // As above: the journal ends with a sealed segment whose successor
+    // opening created empty, and the watermark says so.
+    std::fs::remove_file(segment_file(dir.path(), last)).unwrap();
+    std::fs::remove_file(dir.path().join("journal.watermark")).unwrap();
+    drop(FileStream::open_with(config.clone()).await.unwrap());
+    std::fs::remove_file(segment_file(dir.path(), last)).unwrap();
+    let record = position(
+        cursors
+            .iter()
+            .rfind(|c| position(c).segment < last)
+            .unwrap(),
+    );
+    cut(&segment_file(dir.path(), record.segment), record.offset + 4);
+    let loss = assert_refused(config).await;
+    assert!(
+        loss.to_string().contains("last acknowledged record"),
+        "{loss}"
+    );
+}
