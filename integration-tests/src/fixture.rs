@@ -127,4 +127,11 @@ pub trait Backend: Send + Sync + 'static {
     ///
     /// When the backend cannot create one.
     async fn fresh(&self) -> Result<Fixture, BoxError>;
+
+    /// Why this backend cannot carry the volume case (ten thousand commands)
+    /// within the case timeout, when it cannot; the case is then reported as
+    /// ignored with this reason.
+    fn volume_limit(&self) -> Option<String> {
+        None
+    }
 }

@@ -45,6 +45,10 @@ impl Backend for Tracked {
         self.inner.location()
     }
 
+    fn volume_limit(&self) -> Option<String> {
+        self.inner.volume_limit()
+    }
+
     async fn fresh(&self) -> Result<Fixture, BoxError> {
         let fixture = self.inner.fresh().await?;
         if let Some(cleanup) = fixture.cleanup() {

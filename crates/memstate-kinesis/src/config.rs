@@ -10,6 +10,7 @@ use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use memstate_core::StreamError;
 
+use crate::consumer::ReadMode;
 use crate::error::misconfigured;
 
 /// The environment variable that names a Kinesis emulator endpoint for tests
@@ -139,6 +140,10 @@ pub struct KinesisConfig {
     /// [`min_retention`](Self::min_retention) anyway, with a warning (the
     /// explicit opt-in). Default `false`: such a stream is refused.
     pub accept_short_retention: bool,
+    /// How subscriptions read the shard: `GetRecords` polling (the default)
+    /// or enhanced fan-out (`SubscribeToShard` push, one registered consumer
+    /// per node). See [`ReadMode`].
+    pub read_mode: ReadMode,
 }
 
 impl KinesisConfig {
@@ -170,6 +175,7 @@ impl KinesisConfig {
             retention_on_create: Self::MAX_RETENTION,
             min_retention: Self::MAX_RETENTION,
             accept_short_retention: false,
+            read_mode: ReadMode::Polling,
         }
     }
 
@@ -286,6 +292,22 @@ impl KinesisConfig {
         self
     }
 
+    /// Reads by enhanced fan-out through the consumer `consumer_name`, which
+    /// must be stable for this node and unique among the stream's nodes (see
+    /// [`ReadMode::EnhancedFanOut`]).
+    pub fn with_enhanced_fan_out(mut self, consumer_name: impl Into<String>) -> Self {
+        self.read_mode = ReadMode::EnhancedFanOut {
+            consumer_name: consumer_name.into(),
+        };
+        self
+    }
+
+    /// Sets how subscriptions read the shard.
+    pub fn with_read_mode(mut self, mode: ReadMode) -> Self {
+        self.read_mode = mode;
+        self
+    }
+
     /// [`KinesisConfig::retention_on_create`] in whole hours.
     pub(crate) fn retention_on_create_hours(&self) -> i32 {
         hours(self.retention_on_create)
@@ -354,7 +376,9 @@ impl KinesisConfig {
                 ),
             ));
         }
-        Ok(())
+        self.read_mode
+            .validate()
+            .map_err(|reason| misconfigured(name, reason))
     }
 
     /// Builds the SDK client this configuration describes. Useful on its own

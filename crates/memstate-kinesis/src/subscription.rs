@@ -1,8 +1,12 @@
-//! [`KinesisSubscription`]: a `GetRecords` polling loop over the stream's
-//! only shard.
+//! [`KinesisSubscription`]: reads the stream's only shard, by a `GetRecords`
+//! polling loop or, in enhanced fan-out mode, from `SubscribeToShard`
+//! sessions (falling back to polling while the consumer is unavailable).
+
+mod push;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,8 +17,10 @@ use memstate_core::{Cursor, Record, StreamError, Subscription};
 use tokio::time::Instant;
 
 use crate::config::KinesisConfig;
+use crate::consumer::Consumer;
 use crate::error::{BACKEND, KinesisStreamError, misconfigured};
 use crate::pacing::Pacer;
+use crate::stats::Shared;
 use memstate_core::cursor::compare_digits;
 
 #[cfg(test)]
@@ -38,7 +44,7 @@ pub(crate) enum Start {
 
 /// Where the subscription is, i.e. where a new shard iterator must start.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Position {
+pub(crate) enum Position {
     /// Nothing read yet, from the oldest retained record (`TRIM_HORIZON`).
     TrimHorizon,
     /// Nothing read yet, after the given cursor. The iterator starts *at* the
@@ -73,6 +79,10 @@ pub(crate) struct KinesisSubscription {
     retention: Duration,
     /// When the current run of throttled calls began.
     throttled_since: Option<Instant>,
+    /// Closing and counters, shared with the stream.
+    shared: Arc<Shared>,
+    /// In enhanced fan-out mode: the consumer and its session.
+    push: Option<push::PushState>,
 }
 
 impl fmt::Debug for KinesisSubscription {
@@ -93,6 +103,8 @@ impl KinesisSubscription {
         shard: &Shard,
         start: Start,
         retention: Duration,
+        shared: Arc<Shared>,
+        consumer: Option<Arc<Consumer>>,
     ) -> Self {
         let pacer = Pacer::new(config.min_poll_interval, config.max_poll_interval);
         Self {
@@ -114,7 +126,22 @@ impl KinesisSubscription {
             consecutive_expiries: 0,
             retention,
             throttled_since: None,
+            shared,
+            push: consumer.map(push::PushState::new),
         }
+    }
+
+    /// Checks the start position now rather than on the first `next`, so
+    /// that a cursor Kinesis refuses is reported by `subscribe`: opens the
+    /// first fan-out session, or gets the first shard iterator.
+    pub(crate) async fn start(&mut self) -> Result<(), StreamError> {
+        if self.push_now() {
+            self.push_step(true).await?;
+        }
+        if self.push.as_ref().is_none_or(push::PushState::polling) {
+            self.acquire_iterator().await?;
+        }
+        Ok(())
     }
 
     fn name(&self) -> &str {
@@ -321,75 +348,88 @@ impl Subscription for KinesisSubscription {
             if self.shard_closed {
                 return Err(self.shard_closed_error());
             }
-            if let Some(at) = self.next_call {
-                tokio::time::sleep_until(at).await;
+            if self.shared.is_closed() {
+                return Ok(None);
             }
-            // Taken out, so that a cancelled call leaves no half-used iterator:
-            // the next call re-acquires one from the position.
-            if self.iterator.is_none() {
-                self.acquire_iterator().await?;
+            if self.push_now() {
+                self.push_step(false).await?;
+            } else {
+                self.poll_step().await?;
             }
-            let Some(iterator) = self.iterator.take() else {
-                continue; // Throttled: wait as the pacer said.
-            };
-            let result = self
-                .client
-                .get_records()
-                .shard_iterator(&iterator)
-                .send()
-                .await;
-            match result {
-                Ok(output) => {
-                    self.consecutive_expiries = 0;
-                    self.throttled_since = None;
-                    let behind = output.millis_behind_latest;
-                    let count = output.records.len();
-                    self.iterator = output.next_shard_iterator;
-                    self.take_records(output.records)?;
-                    if self.iterator.is_none() {
-                        // The records of a closed shard are still delivered first.
-                        self.shard_closed = true;
-                    }
-                    self.next_call = Some(Instant::now() + self.pacer.after_records(count, behind));
+        }
+    }
+}
+
+impl KinesisSubscription {
+    /// One `GetRecords` call (after the pause the pacer set), its records
+    /// into the buffer.
+    async fn poll_step(&mut self) -> Result<(), StreamError> {
+        if let Some(at) = self.next_call {
+            tokio::time::sleep_until(at).await;
+        }
+        // Taken out, so that a cancelled call leaves no half-used iterator:
+        // the next call re-acquires one from the position.
+        if self.iterator.is_none() {
+            self.acquire_iterator().await?;
+        }
+        let Some(iterator) = self.iterator.take() else {
+            return Ok(()); // Throttled: wait as the pacer said.
+        };
+        let result = self
+            .client
+            .get_records()
+            .shard_iterator(&iterator)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                self.consecutive_expiries = 0;
+                self.throttled_since = None;
+                let behind = output.millis_behind_latest;
+                let count = output.records.len();
+                self.iterator = output.next_shard_iterator;
+                self.take_records(output.records)?;
+                self.shared.count_polled(count);
+                if self.iterator.is_none() {
+                    // The records of a closed shard are still delivered first.
+                    self.shard_closed = true;
                 }
-                Err(err) => {
-                    match KinesisStreamError::from_sdk(
-                        "GetRecords",
-                        self.config.request_timeout,
-                        err,
-                    ) {
-                        KinesisStreamError::IteratorExpired { source, .. } => {
-                            self.consecutive_expiries += 1;
-                            if self.consecutive_expiries > MAX_CONSECUTIVE_EXPIRIES {
-                                return Err(StreamError::backend(
-                                    BACKEND,
-                                    format!(
-                                        "reading stream {:?}: fresh shard iterators kept expiring (is the clock \
+                self.next_call = Some(Instant::now() + self.pacer.after_records(count, behind));
+            }
+            Err(err) => {
+                match KinesisStreamError::from_sdk("GetRecords", self.config.request_timeout, err) {
+                    KinesisStreamError::IteratorExpired { source, .. } => {
+                        self.consecutive_expiries += 1;
+                        if self.consecutive_expiries > MAX_CONSECUTIVE_EXPIRIES {
+                            return Err(StreamError::backend(
+                                BACKEND,
+                                format!(
+                                    "reading stream {:?}: fresh shard iterators kept expiring (is the clock \
                                      right?)",
-                                        self.name()
-                                    ),
-                                    source,
-                                ));
-                            }
-                            tracing::debug!(stream = %self.name(), position = ?self.position, "shard iterator expired; re-acquiring");
-                            self.next_call = None;
+                                    self.name()
+                                ),
+                                source,
+                            ));
                         }
-                        err @ KinesisStreamError::Throttled { .. } => {
-                            self.iterator = Some(iterator.clone());
-                            let err = self.throttle_budget_spent(err)?;
-                            let pause = self.pacer.after_throttle();
-                            tracing::debug!(stream = %self.name(), ?pause, error = %err, "GetRecords throttled; backing off");
-                            self.iterator = Some(iterator);
-                            self.next_call = Some(Instant::now() + pause);
-                        }
-                        err => {
-                            self.iterator = Some(iterator);
-                            self.next_call = Some(Instant::now() + self.config.min_poll_interval);
-                            return Err(err.into_read_error(self.name()));
-                        }
+                        tracing::debug!(stream = %self.name(), position = ?self.position, "shard iterator expired; re-acquiring");
+                        self.next_call = None;
+                    }
+                    err @ KinesisStreamError::Throttled { .. } => {
+                        self.iterator = Some(iterator.clone());
+                        let err = self.throttle_budget_spent(err)?;
+                        let pause = self.pacer.after_throttle();
+                        tracing::debug!(stream = %self.name(), ?pause, error = %err, "GetRecords throttled; backing off");
+                        self.iterator = Some(iterator);
+                        self.next_call = Some(Instant::now() + pause);
+                    }
+                    err => {
+                        self.iterator = Some(iterator);
+                        self.next_call = Some(Instant::now() + self.config.min_poll_interval);
+                        return Err(err.into_read_error(self.name()));
                     }
                 }
             }
         }
+        Ok(())
     }
 }

@@ -417,6 +417,9 @@ pub(super) async fn linearizable_reads_see_every_write_completed_before_them(
 }
 
 pub(super) async fn smoke_ten_thousand_commands(backend: Arc<dyn Backend>) -> CaseResult {
+    if let Some(reason) = backend.volume_limit() {
+        return Ok(Outcome::Ignored(reason));
+    }
     let f = backend.fresh().await?;
     let engines = cluster(&f, 2).await?;
     drive(&engines, 5_000, 32).await?;

@@ -20,7 +20,7 @@ pub use kafka::{
     BOOTSTRAP_ENV as KAFKA_BOOTSTRAP_ENV, KafkaBackend,
     PROPERTIES_FILE_ENV as KAFKA_PROPERTIES_FILE_ENV, kafka,
 };
-pub use kinesis::{ENDPOINT_ENV as KINESIS_ENDPOINT_ENV, KinesisBackend, kinesis};
+pub use kinesis::{ENDPOINT_ENV as KINESIS_ENDPOINT_ENV, KinesisBackend, kinesis, kinesis_fan_out};
 pub use memory::MemoryBackend;
 
 use crate::fixture::Backend;
@@ -44,8 +44,15 @@ impl std::fmt::Debug for Provision {
 
 /// Whether `MEMSTATE_REQUIRE` (comma-separated backend names) names `backend`.
 pub fn is_required(backend: &str) -> bool {
+    // A mode of a backend ("kinesis-fanout") is required with the backend.
+    let base = backend.split('-').next().unwrap_or(backend);
     std::env::var("MEMSTATE_REQUIRE")
-        .map(|v| v.split(',').any(|b| b.trim().eq_ignore_ascii_case(backend)))
+        .map(|v| {
+            v.split(',').any(|b| {
+                let b = b.trim();
+                b.eq_ignore_ascii_case(backend) || b.eq_ignore_ascii_case(base)
+            })
+        })
         .unwrap_or(false)
 }
 
