@@ -64,6 +64,8 @@ fn subscription(start: Start) -> KinesisSubscription {
         &shard,
         start,
         Duration::from_secs(86_400),
+        std::sync::Arc::default(),
+        None,
     )
 }
 
