@@ -134,7 +134,7 @@ fn is_first_version(v: &u32) -> bool {
 #[serde(rename_all = "snake_case")]
 pub enum Body {
     /// A user command, encoded by the model's serde implementation.
-    Command(serde_json::Value),
+    Command(CommandJson),
     /// A message for the engine itself.
     Control(Control),
 }
@@ -174,6 +174,71 @@ pub enum Control {
         /// The node that leaves.
         node: NodeId,
     },
+}
+
+/// A user command's JSON, kept as the text it was written as.
+///
+/// Reading a frame copies each command's text without building a tree of
+/// it; applying decodes the text once, straight into the model's command
+/// type. Writing encodes the command once, and the frame embeds that text
+/// as it is. The bytes in the stream are the same JSON as ever.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CommandJson(Box<serde_json::value::RawValue>);
+
+impl CommandJson {
+    /// Encodes `command` (any `Serialize` value) as JSON text.
+    ///
+    /// # Errors
+    ///
+    /// When `command`'s `Serialize` fails.
+    pub fn encode<T: Serialize + ?Sized>(command: &T) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(command).map(Self)
+    }
+
+    /// Decodes the text into `T` (the model's command type), in one pass.
+    ///
+    /// # Errors
+    ///
+    /// When the text is not a `T`.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// The command as a JSON tree (for upcasting, or for display).
+    ///
+    /// # Errors
+    ///
+    /// Never for text this type holds (it is valid JSON); kept fallible for
+    /// the decoder's sake.
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        self.decode()
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for CommandJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Default for CommandJson {
+    /// JSON `null`.
+    fn default() -> Self {
+        Self(serde_json::value::RawValue::NULL.to_owned())
+    }
+}
+
+impl From<&serde_json::Value> for CommandJson {
+    fn from(value: &serde_json::Value) -> Self {
+        // A `Value` always serializes; its text is valid JSON.
+        Self::encode(value).unwrap_or_default()
+    }
 }
 
 impl Envelope {
@@ -309,7 +374,9 @@ mod tests {
 
     #[test]
     fn frame_round_trips_its_envelopes_in_order() {
-        let a = envelope(Body::Command(serde_json::json!({"deposit": 5})));
+        let a = envelope(Body::Command(CommandJson::from(
+            &serde_json::json!({"deposit": 5}),
+        )));
         let b = envelope(Body::Control(Control::Sync));
         let ea = encode_envelope(&a).unwrap();
         let eb = encode_envelope(&b).unwrap();
@@ -319,7 +386,9 @@ mod tests {
 
     #[test]
     fn model_versions_are_omitted_at_one_and_read_as_one_when_absent() {
-        let first = envelope(Body::Command(serde_json::json!({"deposit": 5})));
+        let first = envelope(Body::Command(CommandJson::from(
+            &serde_json::json!({"deposit": 5}),
+        )));
         let bytes = encode_envelope(&first).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(
@@ -341,6 +410,29 @@ mod tests {
         );
         let frame = encode_frame([bytes.as_slice()]);
         assert_eq!(decode_frame(&frame).unwrap(), vec![later]);
+    }
+
+    #[test]
+    fn a_command_keeps_its_text_and_writes_the_same_bytes_as_before() {
+        // What builds that kept commands as JSON trees wrote.
+        let old = br#"{"id":"6f1c1d2e-8a7b-4c3d-9e0f-112233445566","origin":"n1","ts":1,"body":{"command":{"transfer":{"from":"a","to":"b","amount":5}}}}"#;
+        let read: Envelope = serde_json::from_slice(old).unwrap();
+        let Body::Command(json) = &read.body else {
+            panic!("a command body: {read:?}")
+        };
+        assert_eq!(
+            json.as_str(),
+            r#"{"transfer":{"from":"a","to":"b","amount":5}}"#
+        );
+        assert_eq!(
+            json.to_value().unwrap(),
+            serde_json::json!({"transfer": {"from": "a", "to": "b", "amount": 5}})
+        );
+        assert_eq!(encode_envelope(&read).unwrap(), old.to_vec());
+        let typed = CommandJson::encode(&serde_json::json!({"deposit": 5})).unwrap();
+        assert_eq!(typed.as_str(), r#"{"deposit":5}"#);
+        assert_eq!(typed.decode::<serde_json::Value>().unwrap()["deposit"], 5);
+        assert_eq!(CommandJson::default().as_str(), "null");
     }
 
     #[test]

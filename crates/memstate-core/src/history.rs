@@ -268,7 +268,7 @@ impl<C: DeserializeOwned> History<C> {
                 (Fate::Applied, value)
             }
         };
-        let command = serde_json::from_value(value).map_err(|e| Error::UndecodableCommand {
+        let command = value.decode().map_err(|e| Error::UndecodableCommand {
             command_id: envelope.id,
             reason: e.to_string(),
         })?;

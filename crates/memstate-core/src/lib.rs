@@ -23,7 +23,9 @@ pub use engine::{
     AsOf, Engine, EngineBuilder, Executed, IntoStream, Lag, Leadership, LeadershipConfig,
     ModelVersions, PastState, Session, SnapshotStats, Stats, Status, TimeTravel,
 };
-pub use envelope::{Body, CommandId, Control, Envelope, FORMAT_VERSION, FrameError, NodeId};
+pub use envelope::{
+    Body, CommandId, CommandJson, Control, Envelope, FORMAT_VERSION, FrameError, NodeId,
+};
 pub use error::{Error, ExecuteError, HaltReason};
 pub use events::{
     Event, EventError, EventModel, EventStats, EventSubscription, EventWindow, EventsFrom, RawEvent,

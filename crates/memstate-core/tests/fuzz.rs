@@ -11,7 +11,8 @@
 use memstate_core::envelope::{decode_frame, encode_envelope, encode_frame};
 use memstate_core::snapshot::StoredSnapshot;
 use memstate_core::{
-    Body, CommandId, Control, Envelope, FileSnapshotStore, NodeId, Settings, SnapshotStore,
+    Body, CommandId, CommandJson, Control, Envelope, FileSnapshotStore, NodeId, Settings,
+    SnapshotStore,
 };
 use proptest::prelude::*;
 
@@ -30,8 +31,9 @@ fn cases(default: u32) -> ProptestConfig {
 
 fn envelope() -> impl Strategy<Value = Envelope> {
     let body = prop_oneof![
-        any::<u64>().prop_map(|v| Body::Command(serde_json::json!({ "set": v }))),
-        ".{0,40}".prop_map(|s| Body::Command(serde_json::json!(s))),
+        any::<u64>()
+            .prop_map(|v| Body::Command(CommandJson::from(&serde_json::json!({ "set": v })))),
+        ".{0,40}".prop_map(|s| Body::Command(CommandJson::from(&serde_json::json!(s)))),
         Just(Body::Control(Control::Genesis(Settings::default()))),
         any::<u64>().prop_map(|epoch| Body::Control(Control::AssumeLeadership { epoch })),
         any::<u64>().prop_map(|epoch| Body::Control(Control::Heartbeat { epoch })),

@@ -13,9 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use memstate_core::envelope::{encode_envelope, encode_frame};
 use memstate_core::{
-    ApplyMode, Body, CommandContext, CommandId, Consistency, Engine, EngineBuilder, Envelope,
-    Error, ExecuteError, FileSnapshotStore, MemoryStream, Model, NodeId, Rejection, Settings,
-    SnapshotPolicy, Stream, WriteMode,
+    ApplyMode, Body, CommandContext, CommandId, CommandJson, Consistency, Engine, EngineBuilder,
+    Envelope, Error, ExecuteError, FileSnapshotStore, MemoryStream, Model, NodeId, Rejection,
+    Settings, SnapshotPolicy, Stream, WriteMode,
 };
 use serde::{Deserialize, Serialize};
 use support::{TestStream, eventually};
@@ -94,7 +94,7 @@ async fn append_by_hand(
         epoch,
         model_version: 1,
         reads: 1,
-        body: Body::Command(command),
+        body: Body::Command(CommandJson::from(&command)),
     };
     let bytes = encode_envelope(&envelope).unwrap();
     let frame = encode_frame([bytes.as_slice()]);

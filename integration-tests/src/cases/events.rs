@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use memstate_core::envelope::{encode_envelope, encode_frame};
 use memstate_core::{
-    AsOf, Body, CommandId, Consistency, Engine, EngineBuilder, Envelope, Error, Event, EventError,
-    EventSubscription, EventsFrom, ExecuteError, FileSnapshotStore, NodeId, Settings,
+    AsOf, Body, CommandId, CommandJson, Consistency, Engine, EngineBuilder, Envelope, Error, Event,
+    EventError, EventSubscription, EventsFrom, ExecuteError, FileSnapshotStore, NodeId, Settings,
     SnapshotPolicy, Stream, TimeTravel, WriteMode,
 };
 
@@ -243,7 +243,7 @@ pub(super) async fn failed_and_fenced_commands_emit_nothing(
         epoch: Some(0),
         model_version: 1,
         reads: 1,
-        body: Body::Command(serde_json::to_value(TallyCommand::add("a", 1000))?),
+        body: Body::Command(CommandJson::encode(&TallyCommand::add("a", 1000))?),
     };
     let bytes = encode_envelope(&fenced)?;
     f.stream

@@ -250,8 +250,8 @@ async fn read_all(dir: &Path, decode: bool) -> Result<Rate, String> {
         records += 1;
         if decode {
             for envelope in decode_frame(&record.payload).map_err(|e| e.to_string())? {
-                if let Body::Command(value) = envelope.body {
-                    serde_json::from_value::<BankCommand>(value).map_err(|e| e.to_string())?;
+                if let Body::Command(json) = envelope.body {
+                    json.decode::<BankCommand>().map_err(|e| e.to_string())?;
                     commands += 1;
                 }
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memstate_core::envelope::{encode_envelope, encode_frame};
-use memstate_core::{Body, CommandId, Engine, Envelope, ExecuteError, NodeId};
+use memstate_core::{Body, CommandId, CommandJson, Engine, Envelope, ExecuteError, NodeId};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -69,7 +69,7 @@ pub(crate) fn envelope_for(command: &BankCommand, origin: &str, ts: u64) -> Enve
         epoch: None,
         model_version: 1,
         reads: 1,
-        body: Body::Command(serde_json::to_value(command).unwrap_or(serde_json::Value::Null)),
+        body: Body::Command(CommandJson::encode(command).unwrap_or_default()),
     }
 }
 

@@ -9,7 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::replicated::{Admission, Opened, Replicated};
 use crate::dedup::Rejection;
-use crate::envelope::{CommandId, Envelope, NodeId};
+use crate::envelope::{CommandId, CommandJson, Envelope, NodeId};
 use crate::error::{Error, HaltReason};
 use crate::events::RawEvent;
 use crate::model::{CommandContext, Model, upcast_to_current};
@@ -243,7 +243,7 @@ impl<M: Model> Applier<'_, M> {
 /// cluster.
 fn decode_command<M: Model>(
     envelope: &Envelope,
-    value: serde_json::Value,
+    command: CommandJson,
     index: u64,
     cursor: &Cursor,
 ) -> Result<M::Command, HaltReason> {
@@ -255,16 +255,24 @@ fn decode_command<M: Model>(
             reads: M::VERSION,
         });
     }
-    upcast_to_current::<M>(version, value)
-        .and_then(|value| serde_json::from_value(value).map_err(|e| e.to_string()))
-        .map_err(|reason| HaltReason::UndecodableCommand {
-            index,
-            command_id: envelope.id,
-            cursor: cursor.clone(),
-            version,
-            reads: M::VERSION,
-            reason,
-        })
+    let decoded = if version == M::VERSION {
+        // The common case: the text decodes straight into the command type.
+        command.decode().map_err(|e| e.to_string())
+    } else {
+        command
+            .to_value()
+            .map_err(|e| e.to_string())
+            .and_then(|value| upcast_to_current::<M>(version, value))
+            .and_then(|value| serde_json::from_value(value).map_err(|e| e.to_string()))
+    };
+    decoded.map_err(|reason| HaltReason::UndecodableCommand {
+        index,
+        command_id: envelope.id,
+        cursor: cursor.clone(),
+        version,
+        reads: M::VERSION,
+        reason,
+    })
 }
 
 /// Refuses to run a log under settings other than its own.

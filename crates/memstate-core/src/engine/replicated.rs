@@ -118,7 +118,7 @@ pub(crate) enum Admission {
     Fenced { leader: Option<NodeId>, epoch: u64 },
     /// A command for the model (its encoded value, taken out of the
     /// envelope); its outcome is recorded with [`Replicated::decide`].
-    Command(serde_json::Value),
+    Command(crate::envelope::CommandJson),
 }
 
 impl Replicated {

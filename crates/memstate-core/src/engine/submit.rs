@@ -20,7 +20,9 @@ use super::Executed;
 use super::Node;
 use super::apply::Completion;
 use super::stats::Status;
-use crate::envelope::{Body, CommandId, Control, Envelope, FRAME_OVERHEAD, encode_envelope};
+use crate::envelope::{
+    Body, CommandId, CommandJson, Control, Envelope, FRAME_OVERHEAD, encode_envelope,
+};
 use crate::error::{Error, ExecuteError, HaltReason};
 use crate::model::Model;
 use crate::settings::WriteMode;
@@ -221,11 +223,16 @@ impl<M: Model> Node<M> {
     /// Encodes `command` at the stream's active model version (writers write
     /// at it, so every live node can read it): refused when the command needs
     /// a newer version, downcast one step at a time when this build is newer.
-    fn encode_at_active(&self, command: &M::Command) -> Result<(serde_json::Value, u32), Error> {
+    fn encode_at_active(&self, command: &M::Command) -> Result<(CommandJson, u32), Error> {
         let active = self.applied.state.lock().versions.active;
         let needed = M::command_version(command);
         if needed > active {
             return Err(Error::VersionNotActive { needed, active });
+        }
+        if active >= M::VERSION {
+            // The common case: encoded once, straight to the text the frame embeds.
+            let json = CommandJson::encode(command).map_err(Error::Encode)?;
+            return Ok((json, M::VERSION));
         }
         let mut value = serde_json::to_value(command).map_err(Error::Encode)?;
         for to in (active..M::VERSION).rev() {
@@ -234,7 +241,7 @@ impl<M: Model> Node<M> {
                 reason,
             })?;
         }
-        Ok((value, active.min(M::VERSION)))
+        Ok((CommandJson::from(&value), active))
     }
 
     /// Hands an envelope to the writer and waits for its completion.
