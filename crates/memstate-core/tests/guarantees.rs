@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use memstate_core::envelope::{encode_envelope, encode_frame};
 use memstate_core::{
-    AsOf, Body, CommandId, Consistency, Control, Engine, EngineBuilder, Error, ExecuteError,
-    FileSnapshotStore, LeadershipConfig, MemoryStream, NodeId, SnapshotError, SnapshotPolicy,
-    Stream,
+    AsOf, Body, CommandId, CommandJson, Consistency, Control, Engine, EngineBuilder, Error,
+    ExecuteError, FileSnapshotStore, LeadershipConfig, MemoryStream, NodeId, SnapshotError,
+    SnapshotPolicy, Stream,
 };
 use support::{BoardCmd, Counters, TestStream, builder, paused_runtime, single_leader};
 
@@ -254,7 +254,7 @@ async fn only_the_leaders_heartbeat_in_its_epoch_is_a_sign_of_life() {
 async fn time_travel_stops_inside_a_frame_of_several_commands() {
     let stream = MemoryStream::new();
     let a = node(&stream, "a", None).start().await.unwrap();
-    let k = || Body::Command(serde_json::json!("k"));
+    let k = || Body::Command(CommandJson::from(&serde_json::json!("k")));
     append_frame(
         &stream,
         vec![
