@@ -161,8 +161,10 @@ async fn a_rolling_upgrade_through_three_versions_never_splits_the_cluster() {
         }
         all_equal(&nodes, &format!("{} of 3 on v2", i + 1)).await;
     }
-    nodes[2].activate(2).await.unwrap();
+    let activated = nodes[2].activate(2).await.unwrap();
     let Node::V2(b) = &nodes[1] else { panic!() };
+    // A node writes at the version it has applied: let it read the activation.
+    b.wait_for_index(activated).await.unwrap();
     b.execute(v2::Cmd::Double).await.unwrap();
     let after_v2 = all_equal(&nodes, "v2 active").await;
     assert_eq!(after_v2, (3 + 6 * 3) * 2);
@@ -187,8 +189,9 @@ async fn a_rolling_upgrade_through_three_versions_never_splits_the_cluster() {
         }
         all_equal(&nodes, &format!("{} of 3 on v3", i + 1)).await;
     }
-    nodes[0].activate(3).await.unwrap();
+    let activated = nodes[0].activate(3).await.unwrap();
     let Node::V3(c) = &nodes[2] else { panic!() };
+    c.wait_for_index(activated).await.unwrap();
     c.execute(v3::Cmd::Negate).await.unwrap();
     for node in &nodes {
         node.add(5).await;

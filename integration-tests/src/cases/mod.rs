@@ -5,6 +5,7 @@ mod engine;
 mod events;
 mod leadership;
 mod stream;
+mod upgrades;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -235,6 +236,11 @@ pub fn all() -> Vec<Case> {
             events::state_as_of_an_index_equals_a_node_that_stopped_there,
             [4, 9],
             "time travel from the nearest snapshot at or before the point"
+        ),
+        case!(
+            upgrades::a_rolling_upgrade_through_three_versions_keeps_every_node_equal,
+            [4, 8],
+            "a rolling model upgrade v1 -> v2 -> v3 through the stream"
         ),
         case!(
             engine::smoke_ten_thousand_commands,
