@@ -499,3 +499,53 @@ async fn a_broken_session_is_renewed_after_the_last_record_taken() {
     assert_eq!(next(&mut sub).await.unwrap().unwrap().1, "two");
     assert_eq!((broken.num_calls(), renewed.num_calls()), (1, 1));
 }
+
+/// A body that sends `prefix`, then nothing, without ending: a connection
+/// that went silent.
+struct SilentAfter(Option<bytes::Bytes>);
+
+impl http_body::Body for SilentAfter {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.0.take() {
+            Some(bytes) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_session_is_renewed_after_the_silence_limit() {
+    let silent = mock!(Client::subscribe_to_shard)
+        .match_requests(|r| {
+            r.starting_position().map(|p| p.r#type()) == Some(&ShardIteratorType::TrimHorizon)
+        })
+        .then_http_response(|| {
+            let mut body = initial_response();
+            body.extend(event(&[(SEQ_1, "one")], SEQ_1, None));
+            HttpResponse::new(
+                StatusCode::try_from(200).unwrap(),
+                SdkBody::from_body_1_x(SilentAfter(Some(body.into()))),
+            )
+        });
+    let renewed = subscribe_from(ShardIteratorType::AfterSequenceNumber, Some(SEQ_1), || {
+        vec![event(&[(SEQ_2, "two")], SEQ_2, None)]
+    });
+    let stream = fan_out_stream(&[&silent, &renewed]).await;
+    let mut sub = stream.subscribe(None).await.unwrap();
+    assert_eq!(next(&mut sub).await.unwrap().unwrap().1, "one");
+    // Paused time runs ahead while everything waits: the 30 s silence passes
+    // (the helper's own 30 s limit would race it, hence a longer one here).
+    let two = tokio::time::timeout(Duration::from_secs(300), sub.next())
+        .await
+        .expect("renewed within 300 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(two.payload, bytes::Bytes::from_static(b"two"));
+    assert_eq!((silent.num_calls(), renewed.num_calls()), (1, 1));
+}
