@@ -6,13 +6,15 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
-use kurrentdb::{Client, ClientSettings};
+use kurrentdb::{Client, ClientSettings, ReadStreamOptions, StreamPosition};
 use memstate_core::StreamError;
 use parking_lot::Mutex;
+use tokio::sync::OnceCell;
 
 use crate::config::EventStoreConfig;
 use crate::connection;
 use crate::error::{self, ErrorContext, EventStoreStreamError, Operation};
+use crate::metadata::{self, HistoryLimits, MetadataRead};
 
 /// What the stream and its subscriptions share.
 pub(crate) struct Shared {
@@ -20,6 +22,10 @@ pub(crate) struct Shared {
     settings: ClientSettings,
     pub(crate) endpoint: String,
     slot: Mutex<ClientSlot>,
+    /// The stream's metadata check, done once: at connect, or at the first
+    /// subscription of a lazily connected stream. `None` inside: accepted
+    /// without being readable.
+    history: OnceCell<Option<HistoryLimits>>,
 }
 
 /// The current client. The client's connection task ends for good after a
@@ -47,6 +53,7 @@ impl Shared {
                 generation: 0,
                 client,
             }),
+            history: OnceCell::new(),
         })
     }
 
@@ -114,7 +121,7 @@ impl Shared {
                     if error::client_is_dead(&failure) {
                         self.replace_client(generation);
                     }
-                    if !sent_again && error::retry_is_safe(&failure) {
+                    if !sent_again && error::may_send_again(&op, &failure, self.config.event_ids) {
                         sent_again = true;
                         tracing::debug!(error = %failure, "sending the request once more");
                         continue;
@@ -123,6 +130,68 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+impl Shared {
+    /// Reads the stream's metadata and decides, once, whether the stream may
+    /// be used (see [`metadata::decide`]).
+    pub(crate) async fn check_history(&self) -> Result<(), StreamError> {
+        self.history
+            .get_or_try_init(|| async {
+                let read = self.read_metadata().await?;
+                metadata::decide(
+                    &self.config.stream_name,
+                    read,
+                    self.config.accept_trimming_metadata,
+                )
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// What the stream's metadata lets the server delete, once checked and
+    /// readable.
+    pub(crate) fn history_limits(&self) -> Option<&HistoryLimits> {
+        self.history.get().and_then(Option::as_ref)
+    }
+
+    /// The newest event of the metadata stream `$$<stream>`, from the leader.
+    async fn read_metadata(&self) -> Result<MetadataRead, StreamError> {
+        let options = ReadStreamOptions::default()
+            .position(StreamPosition::End)
+            .backwards()
+            .max_count(1)
+            .requires_leader(true)
+            .deadline(self.config.operation_timeout);
+        let name = format!("$${}", self.config.stream_name);
+        self.run(Operation::ReadMetadata, |client| {
+            let (options, name) = (options.clone(), name.clone());
+            async move {
+                let denied = || {
+                    MetadataRead::Unreadable(format!(
+                        "reading stream {name:?} was denied (access denied)"
+                    ))
+                };
+                let mut read = match client.read_stream(name.as_str(), &options).await {
+                    Err(kurrentdb::Error::ResourceNotFound) => return Ok(MetadataRead::Absent),
+                    Err(kurrentdb::Error::AccessDenied) => return Ok(denied()),
+                    other => other?,
+                };
+                match read.next().await {
+                    Ok(Some(event)) => match event.link.as_ref().or(event.event.as_ref()) {
+                        Some(recorded) => Ok(MetadataRead::Found(recorded.data.clone())),
+                        None => Ok(MetadataRead::Unreadable(format!(
+                            "the server answered a read of {name:?} without an event"
+                        ))),
+                    },
+                    Ok(None) | Err(kurrentdb::Error::ResourceNotFound) => Ok(MetadataRead::Absent),
+                    Err(kurrentdb::Error::AccessDenied) => Ok(denied()),
+                    Err(other) => Err(other),
+                }
+            }
+        })
+        .await
     }
 }
 

@@ -64,6 +64,34 @@ pub struct EventStoreConfig {
     pub resubscribe_backoff: Duration,
     /// The longest wait between two re-open attempts. Default: 5 s.
     pub resubscribe_backoff_max: Duration,
+    /// Accept a stream whose metadata lets the server delete events
+    /// (`$maxAge`, `$maxCount`, `$tb`). Default `false`: such a stream is
+    /// refused when it is first opened, because a node could then no longer
+    /// rebuild its state from the stream. Set it only when every node keeps
+    /// snapshots newer than what the server deletes.
+    pub accept_trimming_metadata: bool,
+    /// How event ids are chosen. Default: [`EventIds::FromContent`].
+    pub event_ids: EventIds,
+}
+
+/// How the adapter chooses the id of each event it appends.
+///
+/// KurrentDB treats an append whose event ids it has just written to the
+/// same stream as a resend: it answers with the positions already written
+/// and writes nothing (see the adapter docs for how far back it looks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventIds {
+    /// Derived from the stream name, the event type and the bytes of the
+    /// whole append call (UUID v5), so a resend of the same call carries the
+    /// same ids and the server writes it once. Two calls with byte-identical
+    /// records in quick succession are therefore written once; the engine's
+    /// frames never repeat (each envelope has its own command id).
+    #[default]
+    FromContent,
+    /// A fresh random id per event and per attempt (the client's default):
+    /// the server never merges two appends.
+    Random,
 }
 
 impl EventStoreConfig {
@@ -90,6 +118,8 @@ impl EventStoreConfig {
             resubscribe_attempts: Self::DEFAULT_RESUBSCRIBE_ATTEMPTS,
             resubscribe_backoff: Duration::from_millis(100),
             resubscribe_backoff_max: Duration::from_secs(5),
+            accept_trimming_metadata: false,
+            event_ids: EventIds::FromContent,
         }
     }
 
@@ -124,6 +154,18 @@ impl EventStoreConfig {
         self.resubscribe_attempts = attempts;
         self.resubscribe_backoff = backoff;
         self.resubscribe_backoff_max = max;
+        self
+    }
+
+    /// Sets [`EventStoreConfig::accept_trimming_metadata`].
+    pub fn with_accept_trimming_metadata(mut self, accept: bool) -> Self {
+        self.accept_trimming_metadata = accept;
+        self
+    }
+
+    /// Sets [`EventStoreConfig::event_ids`].
+    pub fn with_event_ids(mut self, event_ids: EventIds) -> Self {
+        self.event_ids = event_ids;
         self
     }
 
@@ -202,6 +244,8 @@ impl fmt::Debug for EventStoreConfig {
             .field("resubscribe_attempts", &self.resubscribe_attempts)
             .field("resubscribe_backoff", &self.resubscribe_backoff)
             .field("resubscribe_backoff_max", &self.resubscribe_backoff_max)
+            .field("accept_trimming_metadata", &self.accept_trimming_metadata)
+            .field("event_ids", &self.event_ids)
             .finish()
     }
 }

@@ -12,6 +12,7 @@ use kurrentdb::{CurrentRevision, Error as ClientError};
 use memstate_core::{Cursor, StreamError};
 use tonic::Code;
 
+use crate::config::EventIds;
 use crate::cursor;
 
 /// The backend name used in [`StreamError::Backend`].
@@ -92,6 +93,7 @@ pub(crate) enum Operation {
     AppendExpecting(Option<Cursor>),
     Head,
     Subscribe,
+    ReadMetadata,
 }
 
 impl Operation {
@@ -117,6 +119,7 @@ impl ErrorContext<'_> {
             }
             Operation::Head => format!("reading the head of stream {:?}", self.stream),
             Operation::Subscribe => format!("subscribing to stream {:?}", self.stream),
+            Operation::ReadMetadata => format!("reading the metadata of stream {:?}", self.stream),
         }
     }
 }
@@ -138,6 +141,21 @@ pub(crate) fn retry_is_safe(error: &ClientError) -> bool {
         error,
         ClientError::ConnectionClosed | ClientError::NotLeaderException(_)
     )
+}
+
+/// Whether a request that failed with `error` is sent once more at once:
+/// when it certainly changed nothing, or when it is an append whose event
+/// ids are derived from its content and the failure left its outcome
+/// unknown. KurrentDB recognises the resent ids and answers with the
+/// positions already written instead of writing them again (within its
+/// de-duplication window; see docs/adapters.md), and the engine drops any
+/// copy written anyway by command id.
+pub(crate) fn may_send_again(op: &Operation, error: &ClientError, ids: EventIds) -> bool {
+    retry_is_safe(error)
+        || (op.is_append()
+            && ids == EventIds::FromContent
+            && is_transient(error)
+            && !matches!(error, ClientError::DeadlineExceeded))
 }
 
 /// A subscription that failed with this error may be opened again after the
@@ -520,5 +538,37 @@ mod tests {
         assert!(is_transient(&refused));
         assert!(!is_transient(&ClientError::AccessDenied));
         assert!(!is_transient(&ClientError::ResourceDeleted));
+    }
+
+    #[test]
+    fn an_append_with_content_ids_is_sent_again_after_an_unknown_outcome() {
+        let lost = ClientError::ServerError("status: Unavailable".into());
+        let append = Operation::Append;
+        let expecting = Operation::AppendExpecting(None);
+        assert!(may_send_again(&append, &lost, EventIds::FromContent));
+        assert!(may_send_again(&expecting, &lost, EventIds::FromContent));
+        // Random ids: the server could not tell the resend from a new write.
+        assert!(!may_send_again(&append, &lost, EventIds::Random));
+        // Reads are not resent on an unknown outcome (they are resubscribed).
+        assert!(!may_send_again(
+            &Operation::Head,
+            &lost,
+            EventIds::FromContent
+        ));
+        // A deadline leaves no time for a second attempt.
+        let late = ClientError::DeadlineExceeded;
+        assert!(!may_send_again(&append, &late, EventIds::FromContent));
+        // Refusals are final.
+        assert!(!may_send_again(
+            &append,
+            &ClientError::AccessDenied,
+            EventIds::FromContent
+        ));
+        // Requests that certainly changed nothing are resent whatever the ids.
+        assert!(may_send_again(
+            &append,
+            &ClientError::ConnectionClosed,
+            EventIds::Random
+        ));
     }
 }

@@ -6,13 +6,75 @@
 //! so the stream stays legible in the database's UI. Anything else (a binary
 //! codec, bytes padded with whitespace) is stored as binary, because the bytes
 //! read back must be the bytes appended.
+//!
+//! Event ids are derived from the append call (UUID v5 over the stream name,
+//! the event type and every record's bytes, then the record's index in the
+//! call), so sending the same call again carries the same ids and KurrentDB
+//! recognises it as a resend instead of writing it twice.
 
 use bytes::Bytes;
 use kurrentdb::{EventData, RecordedEvent, ResolvedEvent};
 use memstate_core::{Record, StreamError};
 use serde_json::value::RawValue;
+use uuid::Uuid;
 
+use crate::config::EventIds;
 use crate::cursor;
+
+/// The namespace of the event ids this adapter derives (a fixed random UUID,
+/// so they cannot collide with v5 ids other software derives).
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x659f_84ec_6857_4e16_a998_2f80_7177_f844);
+
+/// The events the client sends for one append call, with ids chosen as
+/// `ids` says.
+pub(crate) fn to_events(
+    records: Vec<Bytes>,
+    stream: &str,
+    event_type: &str,
+    ids: EventIds,
+) -> Vec<EventData> {
+    let call = match ids {
+        EventIds::FromContent => Some(call_digest(stream, event_type, &records)),
+        EventIds::Random => None,
+    };
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(index, payload)| {
+            let event = to_event_data(payload, event_type);
+            match &call {
+                Some(call) => event.id(content_id(call, index)),
+                None => event,
+            }
+        })
+        .collect()
+}
+
+/// A digest of everything one append call writes. Each part is
+/// length-prefixed, so different splits of the same bytes differ.
+fn call_digest(stream: &str, event_type: &str, records: &[Bytes]) -> [u8; 20] {
+    let mut hasher = sha1_smol::Sha1::new();
+    let mut part = |bytes: &[u8]| {
+        hasher.update(&(bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    part(stream.as_bytes());
+    part(event_type.as_bytes());
+    part(&(records.len() as u64).to_be_bytes());
+    for record in records {
+        part(record);
+    }
+    hasher.digest().bytes()
+}
+
+/// The id of the record at `index` of the call digested as `call`: two
+/// identical records in one call still get different ids.
+fn content_id(call: &[u8; 20], index: usize) -> Uuid {
+    let mut name = [0u8; 28];
+    name[..20].copy_from_slice(call);
+    name[20..].copy_from_slice(&(index as u64).to_be_bytes());
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
+}
 
 /// The payload as one JSON value, only when serializing that value writes
 /// back exactly the same bytes (serde_json's `RawValue` does not keep the
@@ -139,6 +201,66 @@ mod tests {
         assert!(json.contains(TYPE), "{json}");
         let binary = format!("{:?}", to_event_data(Bytes::from_static(b"\x00\x01"), TYPE));
         assert!(binary.contains("application/octet-stream"), "{binary}");
+    }
+
+    fn ids_of(records: &[&'static [u8]], stream: &str, ids: EventIds) -> Vec<String> {
+        let records = records.iter().map(|r| Bytes::from_static(r)).collect();
+        to_events(records, stream, TYPE, ids)
+            .iter()
+            .map(|event| format!("{event:?}"))
+            .collect()
+    }
+
+    /// The id the client will send, read from the request it builds (the
+    /// client sends `id_opt`, or a fresh v4 id when it is `None`).
+    fn sent_id(event_debug: &str) -> Option<Uuid> {
+        let start = event_debug.find("id_opt: Some(")? + "id_opt: Some(".len();
+        let end = start + event_debug[start..].find(')')?;
+        Uuid::parse_str(&event_debug[start..end]).ok()
+    }
+
+    #[test]
+    fn a_resend_of_the_same_call_carries_the_same_event_ids() {
+        let call: [&[u8]; 2] = [br#"{"v":1,"id":"a"}"#, b"\x00binary"];
+        let first = ids_of(&call, "orders", EventIds::FromContent);
+        let again = ids_of(&call, "orders", EventIds::FromContent);
+        let ids: Vec<_> = first.iter().map(|e| sent_id(e)).collect();
+        let resent: Vec<_> = again.iter().map(|e| sent_id(e)).collect();
+        assert!(ids.iter().all(Option::is_some), "{first:?}");
+        assert_eq!(ids, resent);
+        assert_eq!(ids[0].map(|id| id.get_version_num()), Some(5));
+        assert_ne!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn different_commands_streams_or_calls_get_different_event_ids() {
+        let one = |records: &[&'static [u8]], stream: &str| -> Vec<Option<Uuid>> {
+            ids_of(records, stream, EventIds::FromContent)
+                .iter()
+                .map(|e| sent_id(e))
+                .collect()
+        };
+        let a = one(&[br#"{"id":"a"}"#], "orders");
+        let b = one(&[br#"{"id":"b"}"#], "orders");
+        assert!(a[0].is_some() && b[0].is_some());
+        assert_ne!(a, b, "another command");
+        assert_ne!(a, one(&[br#"{"id":"a"}"#], "invoices"), "another stream");
+        // The same record inside a bigger call is another write.
+        let pair = one(&[br#"{"id":"a"}"#, br#"{"id":"b"}"#], "orders");
+        assert_ne!(pair[0], a[0]);
+        assert_ne!(pair[1], b[0]);
+        // Two identical records in one call are two events.
+        let twice = one(&[b"same", b"same"], "orders");
+        assert_ne!(twice[0], twice[1]);
+        // Length prefixes: moving bytes between records changes the ids.
+        assert_ne!(one(&[b"ab", b"c"], "orders"), one(&[b"a", b"bc"], "orders"));
+    }
+
+    #[test]
+    fn random_event_ids_are_left_to_the_client() {
+        for event in ids_of(&[b"x", b"y"], "orders", EventIds::Random) {
+            assert!(event.contains("id_opt: None"), "{event}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::config::EventStoreConfig;
 use crate::cursor;
 use crate::error::Operation;
 use crate::event;
+use crate::metadata::HistoryLimits;
 use crate::subscription::EventStoreSubscription;
 
 /// A memstate [`Stream`] stored as one EventStoreDB / KurrentDB stream.
@@ -45,9 +46,12 @@ pub struct EventStoreStream {
 }
 
 impl EventStoreStream {
-    /// Validates `config`, creates the client and connects to the server
+    /// Validates `config`, creates the client, connects to the server
     /// (within [`EventStoreConfig::operation_timeout`]), so that a wrong
-    /// address or a stopped server is reported here.
+    /// address or a stopped server is reported here, and reads the stream's
+    /// metadata: a stream whose metadata lets the server delete events
+    /// (`$maxAge`, `$maxCount`, `$tb`) is refused unless
+    /// [`EventStoreConfig::accept_trimming_metadata`] is set.
     ///
     /// Must be called inside a tokio runtime.
     ///
@@ -57,7 +61,8 @@ impl EventStoreStream {
     /// invalid connection string or configuration, no runtime, or an
     /// unreachable server ([`EventStoreStreamError::Unreachable`](crate::EventStoreStreamError::Unreachable));
     /// [`StreamError::Timeout`] when connecting took longer than the
-    /// operation timeout.
+    /// operation timeout; [`StreamError::Misconfigured`] when the stream's
+    /// metadata trims history, or cannot be read, and that is not accepted.
     pub async fn connect(config: EventStoreConfig) -> Result<Self, StreamError> {
         let stream = Self::connect_lazy(config)?;
         stream
@@ -66,12 +71,15 @@ impl EventStoreStream {
                 client.server_info().await.map(|_| ())
             })
             .await?;
+        stream.shared.check_history().await?;
         Ok(stream)
     }
 
     /// Validates `config` and creates the client without contacting the
     /// server; the first operation connects. For processes that must start
-    /// while the database is still down.
+    /// while the database is still down. The stream's metadata is checked
+    /// (as by [`EventStoreStream::connect`]) when the first subscription
+    /// opens, which is where an engine starts.
     ///
     /// Must be called inside a tokio runtime.
     ///
@@ -88,6 +96,14 @@ impl EventStoreStream {
     /// The configuration this stream was opened with.
     pub fn config(&self) -> &EventStoreConfig {
         &self.shared.config
+    }
+
+    /// What the stream's metadata lets the server delete, as read when the
+    /// stream was opened; `None` before that (a lazily connected stream
+    /// before its first subscription) or when the metadata could not be read
+    /// and [`EventStoreConfig::accept_trimming_metadata`] let it pass.
+    pub fn history_limits(&self) -> Option<&HistoryLimits> {
+        self.shared.history_limits()
     }
 
     /// Appends `records` in one `append_to_stream` call (atomic and contiguous
@@ -113,10 +129,13 @@ impl EventStoreStream {
             return Ok(Vec::new());
         }
         let count = records.len();
-        let events: Vec<_> = records
-            .into_iter()
-            .map(|payload| event::to_event_data(payload, &config.event_type))
-            .collect();
+        // Built once: every attempt of this call sends the same event ids.
+        let events = event::to_events(
+            records,
+            &config.stream_name,
+            &config.event_type,
+            config.event_ids,
+        );
         let options = AppendToStreamOptions::default()
             .stream_state(state)
             .deadline(config.operation_timeout);
@@ -181,6 +200,7 @@ impl Stream for EventStoreStream {
 
     async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {
         let after = after.as_ref().map(cursor::from_cursor).transpose()?;
+        self.shared.check_history().await?;
         let subscription = EventStoreSubscription::open(Arc::clone(&self.shared), after).await?;
         Ok(Box::new(subscription))
     }
@@ -224,6 +244,16 @@ impl Stream for EventStoreStream {
 
     fn compare_cursors(&self, a: &Cursor, b: &Cursor) -> Result<Ordering, StreamError> {
         cursor::compare(a, b)
+    }
+
+    /// The stream's `$maxAge`, when its metadata sets one and that was
+    /// accepted ([`EventStoreConfig::accept_trimming_metadata`]); a
+    /// `$maxCount` or `$tb` deletes by count or position, which no time
+    /// window describes.
+    fn retention(&self) -> Option<std::time::Duration> {
+        self.shared
+            .history_limits()
+            .and_then(|limits| limits.max_age)
     }
 }
 

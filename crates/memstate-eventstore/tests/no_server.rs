@@ -89,8 +89,9 @@ async fn operations_on_a_lazy_stream_fail_clearly_when_nothing_listens() {
     let head = stream.head().await.expect_err("head");
     assert_unreachable(&head, "head");
 
+    // The first subscription of a lazy stream checks the stream's metadata first.
     let subscribe = stream.subscribe(None).await.expect_err("subscribe");
-    assert_unreachable(&subscribe, "subscribing");
+    assert_unreachable(&subscribe, "reading the metadata");
 
     // A replaced client fails the same way: the adapter recovers from the
     // client's stopped connection task instead of reporting ConnectionClosed.

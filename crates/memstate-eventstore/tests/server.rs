@@ -154,3 +154,44 @@ async fn optimistic_append_uses_stream_states_the_server_understands() {
         })
     ));
 }
+
+#[tokio::test]
+#[ignore = "needs MEMSTATE_EVENTSTORE_URL (a KurrentDB server); not available on this machine"]
+async fn trimming_metadata_is_refused_at_connect_unless_accepted() {
+    let name = fresh_name();
+    raw_client()
+        .set_stream_metadata(
+            name.as_str(),
+            &Default::default(),
+            &kurrentdb::StreamMetadata::builder().max_count(10).build(),
+        )
+        .await
+        .expect("set metadata");
+    let config = EventStoreConfig::new(url(), name.as_str());
+    let refused = EventStoreStream::connect(config.clone()).await;
+    assert!(
+        matches!(&refused, Err(StreamError::Misconfigured { reason, .. }) if reason.contains("$maxCount = 10")),
+        "{refused:?}"
+    );
+    let accepted = EventStoreStream::connect(config.with_accept_trimming_metadata(true))
+        .await
+        .expect("accepted");
+    assert_eq!(
+        accepted.history_limits().and_then(|l| l.max_count),
+        Some(10)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs MEMSTATE_EVENTSTORE_URL (a KurrentDB server); not available on this machine"]
+async fn the_same_append_sent_again_is_written_once() {
+    let name = fresh_name();
+    let stream = open(&name).await;
+    let records = payloads(3, "resend");
+    let first = stream.append(records.clone()).await.expect("append");
+    // The same call again: same derived event ids, so the server answers
+    // with the positions already written.
+    let again = stream.append(records).await.expect("append again");
+    assert_eq!(first, again);
+    assert_eq!(stream.head().await.expect("head"), first.last().cloned());
+}
