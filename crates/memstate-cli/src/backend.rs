@@ -82,6 +82,73 @@ pub struct BackendArgs {
     /// Topic / stream name (default: a fresh unique name, created for the run).
     #[arg(long, value_name = "NAME")]
     pub stream_name: Option<String>,
+    /// What each backend is required to keep.
+    #[command(flatten)]
+    pub keeping: KeepingArgs,
+}
+
+/// What each backend is required to keep, checked when a stream is opened:
+/// history (retention, trimming metadata) and durability.
+#[derive(Debug, Clone, Args)]
+#[cfg_attr(not(feature = "backends"), allow(dead_code))]
+pub struct KeepingArgs {
+    /// Kinesis: refuse a stream that keeps records for fewer hours than this
+    /// (Kinesis deletes older records; default 8760 = 365 days, the maximum).
+    #[arg(long, value_name = "HOURS", default_value_t = 8760)]
+    pub kinesis_min_retention_hours: u64,
+    /// Kinesis: open a stream whose retention is shorter than
+    /// --kinesis-min-retention-hours anyway, with a warning. Every node must
+    /// then snapshot within the retention (--snapshot-dir for `serve`).
+    #[arg(long)]
+    pub kinesis_accept_short_retention: bool,
+    /// Kinesis: the retention given to a stream this command creates, in
+    /// hours (24 to 8760; retention beyond 24 h is billed by AWS).
+    #[arg(long, value_name = "HOURS", default_value_t = 8760)]
+    pub kinesis_retention_on_create_hours: u64,
+    /// Kafka: refuse a topic on which an acknowledged record would not
+    /// survive the loss of one broker (replication factor 1,
+    /// min.insync.replicas below 2, unclean leader election).
+    #[arg(long)]
+    pub kafka_strict_durability: bool,
+    /// Kafka: the replication factor of a topic this command creates (-1:
+    /// the broker's default.replication.factor).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
+    pub kafka_replication_factor: i32,
+    /// EventStoreDB / KurrentDB: open a stream whose metadata lets the server
+    /// delete events ($maxAge, $maxCount, $tb), or cannot be read, anyway.
+    /// Every node must then keep snapshots newer than what is deleted.
+    #[arg(long)]
+    pub eventstore_accept_trimming_metadata: bool,
+}
+
+#[cfg(feature = "backends")]
+impl KeepingArgs {
+    fn hours(hours: u64) -> std::time::Duration {
+        std::time::Duration::from_secs(hours.saturating_mul(3600))
+    }
+
+    /// `config` with the Kafka settings of these options.
+    pub fn kafka(&self, config: KafkaConfig) -> KafkaConfig {
+        config.with_strict_durability(self.kafka_strict_durability)
+    }
+
+    /// `config` with the Kinesis settings of these options.
+    pub fn kinesis(&self, config: KinesisConfig) -> KinesisConfig {
+        config
+            .with_min_retention(Self::hours(self.kinesis_min_retention_hours))
+            .with_short_retention_accepted(self.kinesis_accept_short_retention)
+            .with_retention_on_create(Self::hours(self.kinesis_retention_on_create_hours))
+    }
+
+    /// `config` with the EventStoreDB settings of these options.
+    pub fn eventstore(&self, config: EventStoreConfig) -> EventStoreConfig {
+        config.with_accept_trimming_metadata(self.eventstore_accept_trimming_metadata)
+    }
 }
 
 /// An opened backend: a way to open clients of one stream.
@@ -190,10 +257,15 @@ impl BackendArgs {
                     .stream_name
                     .clone()
                     .unwrap_or_else(|| unique("memstate-demo"));
-                let config = KafkaConfig::new(bootstrap.clone(), topic.clone());
-                KafkaStream::create_topic(&config, 1).await.map_err(|e| {
-                    CliError::Backend(format!("cannot create Kafka topic {topic:?}: {e}"))
-                })?;
+                let config = self
+                    .keeping
+                    .kafka(KafkaConfig::new(bootstrap.clone(), topic.clone()));
+                let replication = self.keeping.kafka_replication_factor;
+                KafkaStream::create_topic(&config, replication)
+                    .await
+                    .map_err(|e| {
+                        CliError::Backend(format!("cannot create Kafka topic {topic:?}: {e}"))
+                    })?;
                 Ok(Opened {
                     description: format!("Kafka topic {topic} at {bootstrap}"),
                     kind: OpenedKind::Kafka(config),
@@ -206,10 +278,12 @@ impl BackendArgs {
                     .stream_name
                     .clone()
                     .unwrap_or_else(|| unique("memstate-demo"));
-                let config = match EndpointArgs::given(&self.endpoints.endpoint) {
-                    Some(endpoint) => KinesisConfig::emulator(endpoint, name.clone()),
-                    None => KinesisConfig::new(name.clone()).with_create_if_missing(true),
-                };
+                let config =
+                    self.keeping
+                        .kinesis(match EndpointArgs::given(&self.endpoints.endpoint) {
+                            Some(endpoint) => KinesisConfig::emulator(endpoint, name.clone()),
+                            None => KinesisConfig::new(name.clone()).with_create_if_missing(true),
+                        });
                 let where_ = config.endpoint_url.clone().unwrap_or_else(|| "AWS".into());
                 // Create it once, so the nodes' clients find it.
                 KinesisStream::connect(config.clone()).await.map_err(|e| {
@@ -233,10 +307,75 @@ impl BackendArgs {
                     .unwrap_or_else(|| unique("memstate-demo"));
                 Ok(Opened {
                     description: format!("EventStoreDB stream {name}"),
-                    kind: OpenedKind::EventStore(EventStoreConfig::new(url, name)),
+                    kind: OpenedKind::EventStore(
+                        self.keeping.eventstore(EventStoreConfig::new(url, name)),
+                    ),
                     _temp: None,
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[cfg(feature = "backends")]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        backend: BackendArgs,
+    }
+
+    fn keeping(args: &[&str]) -> KeepingArgs {
+        let argv = std::iter::once("memstate").chain(args.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.backend.keeping,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn by_default_every_backend_keeps_its_strictest_history_checks() {
+        let k = keeping(&[]);
+        let kinesis = k.kinesis(KinesisConfig::new("s"));
+        assert_eq!(kinesis.min_retention, KeepingArgs::hours(8760));
+        assert!(!kinesis.accept_short_retention);
+        assert_eq!(kinesis.retention_on_create, KeepingArgs::hours(8760));
+        assert!(
+            !k.eventstore(EventStoreConfig::new("esdb://h", "s"))
+                .accept_trimming_metadata
+        );
+        // Durability is a warning unless asked for: a one-broker topic is fine for a demo.
+        assert!(!k.kafka(KafkaConfig::new("h:9092", "t")).strict_durability);
+        assert_eq!(k.kafka_replication_factor, 1);
+    }
+
+    #[test]
+    fn the_options_reach_each_adapters_configuration() {
+        let k = keeping(&[
+            "--kinesis-min-retention-hours",
+            "168",
+            "--kinesis-accept-short-retention",
+            "--kinesis-retention-on-create-hours",
+            "48",
+            "--kafka-strict-durability",
+            "--kafka-replication-factor",
+            "-1",
+            "--eventstore-accept-trimming-metadata",
+        ]);
+        let kinesis = k.kinesis(KinesisConfig::new("s"));
+        assert_eq!(kinesis.min_retention, KeepingArgs::hours(168));
+        assert!(kinesis.accept_short_retention);
+        assert_eq!(kinesis.retention_on_create, KeepingArgs::hours(48));
+        assert!(k.kafka(KafkaConfig::new("h:9092", "t")).strict_durability);
+        assert_eq!(k.kafka_replication_factor, -1);
+        assert!(
+            k.eventstore(EventStoreConfig::new("esdb://h", "s"))
+                .accept_trimming_metadata
+        );
     }
 }

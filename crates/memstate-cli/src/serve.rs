@@ -45,7 +45,9 @@ pub struct ServeArgs {
     /// Keep this node's snapshots here (restart replays only the log after the newest).
     #[arg(long, value_name = "DIR")]
     pub snapshot_dir: Option<PathBuf>,
-    /// With --snapshot-dir: snapshot every this many envelopes.
+    /// With --snapshot-dir: snapshot every this many envelopes (and, on a
+    /// stream that deletes records by age, at least every quarter of its
+    /// retention, even when idle).
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub snapshot_every: u64,
     /// How long a command may wait to come back from the stream.
@@ -99,16 +101,28 @@ pub async fn run(args: ServeArgs) -> Result<bool, CliError> {
     let prometheus = memstate_server::install_prometheus().map_err(CliError::Backend)?;
     let opened = args.backend.open().await?;
     let stream = opened.client().await?;
+    // A stream that deletes records by age (Kinesis; KurrentDB with an
+    // accepted $maxAge): a node restarts only from a snapshot within it.
+    let retention = stream.retention();
     let mut builder = EngineBuilder::with_shared_stream(KvStore::default(), stream)
         .execute_timeout(Duration::from_secs(args.execute_timeout));
     if let Some(id) = &args.node_id {
         builder = builder.node_id(id.clone());
     }
-    if let Some(dir) = &args.snapshot_dir {
-        builder = builder.snapshots(
-            FileSnapshotStore::new(dir),
-            SnapshotPolicy::every_envelopes(args.snapshot_every),
-        );
+    match (&args.snapshot_dir, retention) {
+        (Some(dir), retention) => {
+            builder = builder.snapshots(
+                FileSnapshotStore::new(dir),
+                SnapshotPolicy::every_envelopes(args.snapshot_every).covering_retention(retention),
+            );
+        }
+        (None, Some(retention)) => eprintln!(
+            "memstate serve: warning: {} deletes records older than {} h; without --snapshot-dir \
+             this node cannot start again once records it has not snapshotted are deleted",
+            opened.description,
+            retention.as_secs() / 3600
+        ),
+        (None, None) => {}
     }
     let engine = builder.start().await?;
     let mut server = kv_server(&engine, prometheus).body_limit(args.body_limit);

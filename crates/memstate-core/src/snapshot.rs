@@ -195,7 +195,10 @@ pub struct SnapshotPolicy {
     pub every_envelopes: Option<u64>,
     /// After this many record bytes read since the last snapshot.
     pub every_bytes: Option<u64>,
-    /// After this much time since the last snapshot (checked as records arrive).
+    /// After this much time since the last snapshot, when anything was
+    /// applied since: checked as records arrive and, on a node that receives
+    /// none, by a timer, so what a node applied is snapshotted within this
+    /// interval even if nothing follows it.
     pub interval: Option<Duration>,
 }
 
@@ -233,8 +236,9 @@ impl SnapshotPolicy {
     /// A backend that deletes records by age (Kinesis) lets a node start only
     /// from a snapshot newer than the oldest record kept, so on such a stream
     /// every node must snapshot within the retention window. The time trigger
-    /// is checked as records arrive: a node that applies nothing for longer
-    /// than the retention has nothing after its last snapshot to lose.
+    /// also fires on a node that receives nothing more, so the records it
+    /// applied before going idle are in a snapshot within a quarter of the
+    /// retention.
     ///
     /// # Examples
     ///

@@ -218,6 +218,59 @@ async fn wait_for_snapshots(e: &Engine<Kv>, n: u64) {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_time_trigger_fires_on_a_node_that_receives_nothing_more() {
+    // The clock is paused: it moves only when every task waits on a timer.
+    let hour = Duration::from_secs(3600);
+    let stream = MemoryStream::new();
+    let dir = tempfile::tempdir().unwrap();
+    let e = EngineBuilder::new(Kv::default(), stream.clone())
+        .snapshots(
+            FileSnapshotStore::new(dir.path()).keep(10),
+            SnapshotPolicy::on_demand().with_interval(hour),
+        )
+        .start()
+        .await
+        .unwrap();
+    write(&e, 0, 5).await;
+    let applied = e.stats().applied_index;
+    // No record arrives after these: only a timer can take the snapshot.
+    let deadline = tokio::time::Instant::now() + 3 * hour;
+    while e.stats().snapshots.taken == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot three intervals after the last record: {:?}",
+            e.stats().snapshots
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    let taken = e.stats().snapshots.last_taken.unwrap();
+    assert_eq!(taken.applied_index, applied, "{taken:?}");
+    // Nothing new since: more idle intervals take no more snapshots.
+    tokio::time::sleep(5 * hour).await;
+    assert_eq!(e.stats().snapshots.taken, 1, "{:?}", e.stats().snapshots);
+    assert_eq!(e.stats().snapshots.failed, 0);
+    e.shutdown().await;
+
+    let restored = EngineBuilder::new(Kv::default(), stream.clone())
+        .snapshots(
+            FileSnapshotStore::new(dir.path()),
+            SnapshotPolicy::on_demand(),
+        )
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        restored
+            .stats()
+            .snapshots
+            .restored_from
+            .map(|m| m.applied_index),
+        Some(applied)
+    );
+    restored.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_snapshot_taken_under_other_settings_is_refused() {
     let stream = MemoryStream::new();

@@ -130,7 +130,7 @@ pub(crate) fn decide(
              settings from the stream's metadata (write new metadata without $maxAge, $maxCount and \
              $tb; events a scavenge already removed do not come back), or, if every node keeps \
              snapshots newer than what is deleted, set accept_trimming_metadata in \
-             EventStoreConfig (memstate CLI: --accept-trimming-metadata)"
+             EventStoreConfig (memstate CLI: --eventstore-accept-trimming-metadata)"
         ),
     })
 }
@@ -151,7 +151,7 @@ fn unverified(stream: &str, why: &str, accept: bool) -> Result<Option<HistoryLim
             "cannot check whether the stream's metadata lets KurrentDB delete events ($maxAge, \
              $maxCount, $tb): {why}. Give the user metadata read access to the stream ($mr in its \
              ACL), or set accept_trimming_metadata in EventStoreConfig (memstate CLI: \
-             --accept-trimming-metadata) to start without the check"
+             --eventstore-accept-trimming-metadata) to start without the check"
         ),
     })
 }
@@ -216,7 +216,10 @@ mod tests {
             let reason = refusal(found(&metadata));
             assert!(reason.contains(named), "{reason}");
             assert!(reason.contains("accept_trimming_metadata"), "{reason}");
-            assert!(reason.contains("--accept-trimming-metadata"), "{reason}");
+            assert!(
+                reason.contains("--eventstore-accept-trimming-metadata"),
+                "{reason}"
+            );
             assert!(reason.contains("Remove these settings"), "{reason}");
         }
     }

@@ -310,6 +310,13 @@ impl<M: Model> EngineBuilder<M> {
         }
         engine.node.submitter.mark_running();
         engine.node.check_running()?;
+        if let Some(interval) = engine.node.snapshots.interval() {
+            let timer = tokio::spawn(super::snapshots::snapshot_timer(
+                Arc::clone(&engine.node),
+                interval,
+            ));
+            engine.node.tasks.lock().push(timer);
+        }
         if let Some(config) = engine.node.info.config.leadership.clone() {
             let driver = tokio::spawn(leadership::drive(Arc::clone(&engine.node), config));
             engine.node.tasks.lock().push(driver);

@@ -79,7 +79,8 @@ pub struct SnapshotStats {
 pub(crate) struct SnapshotProgress {
     pub(crate) index_at_last: u64,
     pub(crate) bytes_since: u64,
-    pub(crate) last_at: Instant,
+    /// The runtime's clock (paused in tests), which the timer sleeps on.
+    pub(crate) last_at: tokio::time::Instant,
     pub(crate) writing: bool,
     pub(crate) stats: SnapshotStats,
 }
@@ -89,7 +90,7 @@ impl Default for SnapshotProgress {
         Self {
             index_at_last: 0,
             bytes_since: 0,
-            last_at: Instant::now(),
+            last_at: tokio::time::Instant::now(),
             writing: false,
             stats: SnapshotStats::default(),
         }
@@ -351,6 +352,11 @@ impl<M> Snapshots<M> {
         }
     }
 
+    /// The policy's time trigger, when this node keeps snapshots.
+    pub(super) fn interval(&self) -> Option<Duration> {
+        self.hooks.as_ref().and_then(|h| h.policy.interval)
+    }
+
     /// Records a failed write without failing the engine: the log still holds everything.
     fn failed(&self, error: &Error) {
         tracing::error!(%error, "writing a snapshot failed; the log still holds everything");
@@ -384,7 +390,7 @@ impl<M: Model> Node<M> {
         progress.stats.last_pause = Some(started.elapsed());
         progress.index_at_last = captured.0.applied_index;
         progress.bytes_since = 0;
-        progress.last_at = Instant::now();
+        progress.last_at = tokio::time::Instant::now();
         captured
     }
 
@@ -420,15 +426,20 @@ impl<M: Model> Node<M> {
         }
     }
 
-    /// Takes a snapshot when the policy says so; the write happens in the background.
+    /// Counts a record applied and takes a snapshot when the policy says so.
     pub(super) fn after_record(self: &Arc<Self>, record_bytes: usize) {
+        self.snapshot_if_due(record_bytes as u64);
+    }
+
+    /// Takes a snapshot when the policy says so; the write happens in the background.
+    fn snapshot_if_due(self: &Arc<Self>, new_bytes: u64) {
         let Some(hooks) = &self.snapshots.hooks else {
             return;
         };
         let applied_index = self.applied.progress.borrow().applied_index;
         {
             let mut progress = self.snapshots.progress.lock();
-            progress.bytes_since += record_bytes as u64;
+            progress.bytes_since += new_bytes;
             if !progress.due(&hooks.policy, applied_index) {
                 return;
             }
@@ -442,5 +453,46 @@ impl<M: Model> Node<M> {
                 let _ = node.write_snapshot(hooks, captured).await;
             }
         });
+    }
+}
+
+/// Fires the policy's time trigger on a node that receives no more records:
+/// records applied since the last snapshot are snapshotted within `interval`
+/// even if nothing arrives after them (records arriving later trigger it
+/// themselves). On a stream that deletes records by age (Kinesis), an idle
+/// node would otherwise keep only a snapshot older than records that expire.
+/// Ends with the engine (shutdown or halt).
+pub(super) async fn snapshot_timer<M: Model>(node: Arc<Node<M>>, interval: Duration) {
+    let mut shutdown = node.submitter.shutdown.subscribe();
+    // After a check that found nothing to do, the next one is a whole
+    // interval later: a record arriving meanwhile finds the trigger due.
+    let mut not_before = tokio::time::Instant::now();
+    loop {
+        if *shutdown.borrow_and_update() || node.check_running().is_err() {
+            return;
+        }
+        let last = node.snapshots.progress.lock().last_at;
+        // An interval beyond the clock's range never comes.
+        let Some(wake) = last.checked_add(interval) else {
+            return;
+        };
+        let wake = wake.max(not_before);
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        if node.check_running().is_err() {
+            return;
+        }
+        node.snapshot_if_due(0);
+        let Some(next) = tokio::time::Instant::now().checked_add(interval) else {
+            return;
+        };
+        not_before = next;
     }
 }
