@@ -252,14 +252,7 @@ async fn the_time_trigger_fires_on_a_node_that_receives_nothing_more() {
     assert_eq!(e.stats().snapshots.failed, 0);
     e.shutdown().await;
 
-    let restored = EngineBuilder::new(Kv::default(), stream.clone())
-        .snapshots(
-            FileSnapshotStore::new(dir.path()),
-            SnapshotPolicy::on_demand(),
-        )
-        .start()
-        .await
-        .unwrap();
+    let restored = start(&stream, Some(&dir.path().to_path_buf())).await;
     assert_eq!(
         restored
             .stats()
