@@ -2,6 +2,10 @@
 //! preallocating writer, or left by a crash that extended a file before its
 //! data reached the disk. Free space is neither a record nor a torn write;
 //! journals with and without it open, replay and take appends alike.
+//!
+//! Also what follows a bad frame past the watermark decides its fate: only
+//! zeros (or nothing) make it a torn tail, data makes it corruption, except
+//! for an appender recovering after a dead one, which trusts the watermark.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
@@ -228,4 +232,206 @@ async fn zeros_inside_acknowledged_data_are_corruption_not_free_space() {
         "{err}"
     );
     assert!(inspect::read_all(dir.path()).unwrap().corruption.is_some());
+}
+
+/// The bytes of the frame holding the record at `cursor` (`len` payload
+/// bytes): a valid frame, which can be copied anywhere (its checksum covers
+/// only its length and payload).
+fn frame_bytes(dir: &Path, cursor: &memstate_core::Cursor, len: usize) -> Vec<u8> {
+    let at = Position::from_cursor(cursor).unwrap();
+    let bytes = std::fs::read(segment_file(dir, at.segment)).unwrap();
+    let start = usize::try_from(at.offset).unwrap();
+    bytes[start..start + 8 + len].to_vec()
+}
+
+/// A copy of `frame` with its last payload byte changed: it fails its checksum.
+fn spoiled(frame: &[u8]) -> Vec<u8> {
+    let mut bad = frame.to_vec();
+    *bad.last_mut().unwrap() ^= 0xff;
+    bad
+}
+
+/// Where the frame of `cursor` (`len` payload bytes) ends.
+fn frame_end(cursor: &memstate_core::Cursor, len: usize) -> u64 {
+    Position::from_cursor(cursor).unwrap().offset + 8 + len as u64
+}
+
+/// A bad copy of the frame of `cursor` followed by a good one: a bad frame
+/// with data after it.
+fn bad_frame_then_data(dir: &Path, cursor: &memstate_core::Cursor, len: usize) -> Vec<u8> {
+    let good = frame_bytes(dir, cursor, len);
+    let mut junk = spoiled(&good);
+    junk.extend_from_slice(&good);
+    junk
+}
+
+/// A journal holding the one record `kept`, closed; its cursor.
+async fn one_record(dir: &Path, preallocate: u64) -> memstate_core::Cursor {
+    let s = FileStream::open_with(config(dir, preallocate))
+        .await
+        .unwrap();
+    let cursors = s.append(vec![b("kept")]).await.unwrap();
+    s.close();
+    cursors[0].clone()
+}
+
+fn assert_corrupt_at(err: &StreamError, offset: u64) {
+    assert!(
+        matches!(err, StreamError::Corrupt { location, .. } if location.ends_with(&format!(" at offset {offset}"))),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_frame_followed_by_data_past_the_watermark_is_corruption_and_is_not_cut() {
+    for preallocate in [ROOM, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = one_record(dir.path(), preallocate).await;
+        // Past the watermark: a frame failing its checksum, then a valid frame
+        // (then the room's zeros, when preallocated). Data follows the bad
+        // frame, so it is not a torn write.
+        let end = frame_end(&kept, 4);
+        let seg = segment_file(dir.path(), 0);
+        write_at(&seg, &bad_frame_then_data(dir.path(), &kept, 4), end);
+        let before = std::fs::read(&seg).unwrap();
+
+        let err = FileStream::open_with(config(dir.path(), preallocate))
+            .await
+            .unwrap_err();
+        assert_corrupt_at(&err, end);
+        assert_eq!(std::fs::read(&seg).unwrap(), before, "nothing was cut");
+        let report = inspect::read_all(dir.path()).unwrap();
+        assert_eq!(report.corruption.map(|c| c.offset), Some(end));
+    }
+}
+
+#[tokio::test]
+async fn a_bad_last_frame_past_the_watermark_is_a_torn_tail_whether_zeros_follow_or_not() {
+    for preallocate in [0, ROOM] {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = one_record(dir.path(), preallocate).await;
+        // Without preallocation the bad frame ends exactly at the end of the
+        // file; with it, only the room's zeros follow it.
+        let end = frame_end(&kept, 4);
+        let seg = segment_file(dir.path(), 0);
+        write_at(&seg, &spoiled(&frame_bytes(dir.path(), &kept, 4)), end);
+        let len = file_len(&seg);
+        if preallocate == 0 {
+            assert_eq!(len, end + 12);
+        } else {
+            assert!(len > end + 12, "zeros follow the bad frame");
+        }
+
+        let s = FileStream::open_with(config(dir.path(), preallocate))
+            .await
+            .unwrap();
+        let torn = s.open_report().torn_tail.clone().expect("a torn tail");
+        assert_eq!((torn.offset, torn.dropped_bytes), (end, len - end));
+        assert_eq!(file_len(&seg), end);
+        assert_eq!(s.head().await.unwrap(), Some(kept));
+        s.close();
+    }
+}
+
+#[tokio::test]
+async fn an_appender_cuts_a_dead_appenders_bad_frame_and_the_data_after_it() {
+    for preallocate in [0, ROOM] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStream::open_with(config(dir.path(), preallocate))
+            .await
+            .unwrap();
+        let cursors = s.append(vec![b("a")]).await.unwrap();
+        // Another appender took the lock, wrote a bad frame and a good one
+        // past the watermark, and died before its fsync and watermark: none
+        // of it was acknowledged, so the next appender cuts it all, although
+        // on open (where the watermark may be stale) it would be corruption.
+        let end = frame_end(&cursors[0], 1);
+        let junk = bad_frame_then_data(dir.path(), &cursors[0], 1);
+        write_at(&segment_file(dir.path(), 0), &junk, end);
+
+        let next = s.append(vec![b("b")]).await.unwrap();
+        assert_eq!(Position::from_cursor(&next[0]).unwrap().offset, end);
+        let mut sub = s.subscribe(None).await.unwrap();
+        assert_eq!(payloads(&take(&mut sub, 2).await), vec![b("a"), b("b")]);
+        s.close();
+        let report = inspect::read_all(dir.path()).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.records.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn an_appenders_recovery_reads_from_the_watermark_and_opening_still_finds_older_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStream::open_with(config(dir.path(), 0)).await.unwrap();
+    let cursors = s.append(vec![b("first"), b("second")]).await.unwrap();
+    let first = Position::from_cursor(&cursors[0]).unwrap().offset;
+    let end = frame_end(&cursors[1], 6);
+    let seg = segment_file(dir.path(), 0);
+    // Acknowledged data damaged on disk, and a dead appender's bad frame
+    // followed by data past the watermark.
+    write_at(&seg, b"F", first + 8);
+    write_at(&seg, &bad_frame_then_data(dir.path(), &cursors[1], 6), end);
+
+    // The appender examines only what lies past the watermark.
+    let next = s.append(vec![b("third")]).await.unwrap();
+    assert_eq!(Position::from_cursor(&next[0]).unwrap().offset, end);
+    s.close();
+    // Opening verifies every record and refuses the damaged one.
+    let err = FileStream::open_with(config(dir.path(), 0))
+        .await
+        .unwrap_err();
+    assert_corrupt_at(&err, first);
+}
+
+/// A journal of several segments written without preallocation, closed.
+async fn several_segments(dir: &Path) {
+    let s = FileStream::open_with(config(dir, 0)).await.unwrap();
+    for i in 0..100 {
+        s.append(vec![record(i)]).await.unwrap();
+    }
+    s.close();
+    assert!(segment_file(dir, 1).exists());
+}
+
+#[tokio::test]
+async fn bytes_after_a_seal_are_corruption_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    several_segments(dir.path()).await;
+    let seg = segment_file(dir.path(), 0);
+    let sealed_at = file_len(&seg);
+    write_at(&seg, b"extra", sealed_at);
+
+    let report = inspect::read_all(dir.path()).unwrap();
+    let corruption = report.corruption.expect("bytes after the seal");
+    assert_eq!(corruption.offset, sealed_at);
+    assert!(
+        corruption
+            .reason
+            .starts_with("5 bytes follow the segment's seal"),
+        "{}",
+        corruption.reason
+    );
+    let err = FileStream::open_with(config(dir.path(), 0))
+        .await
+        .unwrap_err();
+    assert_corrupt_at(&err, sealed_at);
+}
+
+#[tokio::test]
+async fn a_seal_failing_its_checksum_at_the_end_of_the_journal_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = one_record(dir.path(), 0).await;
+    // A seal marker whose checksum field was not written yet.
+    let end = frame_end(&kept, 4);
+    let seg = segment_file(dir.path(), 0);
+    write_at(&seg, &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0], end);
+
+    let s = FileStream::open_with(config(dir.path(), 0)).await.unwrap();
+    let torn = s.open_report().torn_tail.clone().expect("a torn tail");
+    assert_eq!((torn.offset, torn.dropped_bytes), (end, 8));
+    assert_eq!(s.head().await.unwrap(), Some(kept));
+    s.append(vec![b("next")]).await.unwrap();
+    s.close();
+    assert!(inspect::read_all(dir.path()).unwrap().is_clean());
 }
