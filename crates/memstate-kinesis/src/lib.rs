@@ -2,6 +2,7 @@
 
 mod config;
 mod consumer;
+mod credentials;
 mod cursor;
 mod error;
 mod pacing;
@@ -10,8 +11,9 @@ mod stats;
 mod stream;
 mod subscription;
 
-pub use config::{ENDPOINT_ENV, KinesisConfig, KinesisCredentials};
+pub use config::{ENDPOINT_ENV, KinesisConfig};
 pub use consumer::{MAX_CONSUMERS_PER_STREAM, ReadMode};
+pub use credentials::KinesisCredentials;
 pub use error::KinesisStreamError;
 pub use stats::ReadStats;
 pub use stream::{KINESIS_RECORD_LIMIT, KinesisStream, MAX_RECORD_SIZE};
