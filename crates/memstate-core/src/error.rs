@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::dedup::Rejection;
 use crate::envelope::{CommandId, NodeId};
-use crate::skip::RecordSkip;
+use crate::skip::{RecordSkip, SkipEntry};
 use crate::snapshot::SnapshotError;
 use crate::stream::{Cursor, StreamError};
 
@@ -56,7 +56,7 @@ pub enum HaltReason {
     },
     /// A command panicked outside safe mode; the model may be half-mutated.
     #[error(
-        "command {command_id} panicked while being applied ({message}); the engine is poisoned. Fix the model, or list the command id in skip_commands on every node"
+        "command {command_id} panicked while being applied ({message}); the engine is poisoned. Fix the model, or pass over the command on every node with skip_commands [\"{command_id}\"]"
     )]
     Poisoned {
         /// The command.
@@ -72,7 +72,7 @@ pub enum HaltReason {
     /// would fork the cluster, so this node stops before it, whatever the
     /// bad-record policy says (that policy covers bytes that are not frames).
     #[error(
-        "command {command_id} at index {index} (record {cursor}) was written at model version {version} and this build (model version {reads}) cannot decode it: {reason}. Nothing from it on is applied here. Run a build that reads it (if the command type changed, declare a new Model::VERSION with an upcast step; see docs/upgrades.md), or list the command id in skip_commands on every node"
+        "command {command_id} at index {index} (record {cursor}) was written at model version {version} and this build (model version {reads}) cannot decode it: {reason}. Nothing from it on is applied here. Run a build that reads it (if the command type changed, declare a new Model::VERSION with an upcast step; see docs/upgrades.md), or, if no build will read it, pass over it on every node with skip_commands [\"{command_id}\"]"
     )]
     UndecodableCommand {
         /// The command's applied index.
@@ -91,7 +91,7 @@ pub enum HaltReason {
     /// The log needs a newer model version than this build reads: an
     /// activation of that version, or a command written at it.
     #[error(
-        "index {index} of the log needs model version {version} but this build reads up to model version {reads}; nothing of version {version} was applied here: upgrade this node to a build of model version {version} or newer"
+        "index {index} of the log needs model version {version} but this build reads up to model version {reads}; nothing of version {version} was applied here: upgrade this node to a build of model version {version} or newer, or, if no node will ever run one, pass over it on every node with {skip}"
     )]
     UpgradeRequired {
         /// Where in the log.
@@ -100,7 +100,31 @@ pub enum HaltReason {
         version: u32,
         /// The newest model version this build reads.
         reads: u32,
+        /// The entry that passes over what needs the newer version: the
+        /// command's id for a command, the whole record for an activation
+        /// (a control message, which `skip_commands` does not cover).
+        skip: SkipEntry,
     },
+}
+
+impl HaltReason {
+    /// The entry that gets every node past this halt, printed in the halt
+    /// message; `None` for a halt no skip gets past (settings, a missing
+    /// beginning of the log, a failed subscription).
+    pub fn skip(&self) -> Option<SkipEntry> {
+        match self {
+            Self::UnknownFormat { skip, .. } | Self::BadRecord { skip, .. } => {
+                Some(SkipEntry::Record(skip.clone()))
+            }
+            Self::UpgradeRequired { skip, .. } => Some(skip.clone()),
+            Self::Poisoned { command_id, .. } | Self::UndecodableCommand { command_id, .. } => {
+                Some(SkipEntry::Command(*command_id))
+            }
+            Self::SettingsMismatch { .. } | Self::HistoryMissing { .. } | Self::StreamFailed(_) => {
+                None
+            }
+        }
+    }
 }
 
 /// Errors of the engine.
@@ -336,6 +360,106 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for ExecuteError<E> {
         match self {
             Self::Rejected { .. } => None,
             Self::Engine(e) => Some(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> CommandId {
+        CommandId::random()
+    }
+
+    /// Every halt a skip gets past names its entry, and prints it whole.
+    #[test]
+    fn each_halt_a_skip_gets_past_prints_its_entry() {
+        let record = RecordSkip::new(Cursor::new("7"), 0x0123_abcd);
+        let (poison, unknown, newer) = (id(), id(), id());
+        let cases = [
+            (
+                HaltReason::UnknownFormat {
+                    cursor: Cursor::new("7"),
+                    found: 9,
+                    supported: 1,
+                    skip: record.clone(),
+                },
+                SkipEntry::Record(record.clone()),
+            ),
+            (
+                HaltReason::BadRecord {
+                    cursor: Cursor::new("7"),
+                    reason: "garbage".into(),
+                    skip: record.clone(),
+                },
+                SkipEntry::Record(record.clone()),
+            ),
+            (
+                HaltReason::Poisoned {
+                    command_id: poison,
+                    message: "boom".into(),
+                },
+                SkipEntry::Command(poison),
+            ),
+            (
+                HaltReason::UndecodableCommand {
+                    index: 3,
+                    command_id: unknown,
+                    cursor: Cursor::new("7"),
+                    version: 1,
+                    reads: 1,
+                    reason: "unknown variant".into(),
+                },
+                SkipEntry::Command(unknown),
+            ),
+            (
+                HaltReason::UpgradeRequired {
+                    index: 3,
+                    version: 2,
+                    reads: 1,
+                    skip: SkipEntry::Command(newer),
+                },
+                SkipEntry::Command(newer),
+            ),
+            (
+                HaltReason::UpgradeRequired {
+                    index: 3,
+                    version: 2,
+                    reads: 1,
+                    skip: SkipEntry::Record(record.clone()),
+                },
+                SkipEntry::Record(record.clone()),
+            ),
+        ];
+        for (reason, entry) in cases {
+            assert_eq!(reason.skip(), Some(entry.clone()), "{reason:?}");
+            let message = reason.to_string();
+            assert!(message.contains(&entry.to_string()), "{message}");
+        }
+        assert_eq!(
+            SkipEntry::Record(record).to_string(),
+            "skip_records [\"7#0123abcd\"]"
+        );
+        assert_eq!(
+            SkipEntry::Command(poison).to_string(),
+            format!("skip_commands [\"{poison}\"]")
+        );
+    }
+
+    #[test]
+    fn halts_no_skip_gets_past_name_no_entry() {
+        for reason in [
+            HaltReason::SettingsMismatch {
+                differences: vec!["apply_mode".into()],
+            },
+            HaltReason::HistoryMissing {
+                first: Cursor::new("4"),
+            },
+            HaltReason::StreamFailed("gone".into()),
+        ] {
+            assert_eq!(reason.skip(), None, "{reason}");
+            assert!(!reason.to_string().contains("skip_"), "{reason}");
         }
     }
 }

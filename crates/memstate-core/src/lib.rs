@@ -33,6 +33,6 @@ pub use events::{
 pub use memory::{MemoryStream, SubscriberFaults};
 pub use model::{CommandContext, DeterministicRng, Model};
 pub use settings::{ApplyMode, BadRecordPolicy, DedupWindow, Settings, WriteMode};
-pub use skip::{ParseRecordSkipError, RecordSkip};
+pub use skip::{ParseRecordSkipError, RecordSkip, SkipEntry};
 pub use snapshot::{FileSnapshotStore, SnapshotError, SnapshotMeta, SnapshotPolicy, SnapshotStore};
 pub use stream::{Capabilities, Cursor, Record, Stream, StreamError, Subscription};

@@ -23,9 +23,10 @@ use crate::stream::{Cursor, Record};
 /// One record to pass over: its cursor and the CRC32C of its payload.
 ///
 /// Written `CURSOR#CRC` (the checksum as eight hex digits), the form a halt
-/// message prints ([`HaltReason::UnknownFormat`](crate::HaltReason::UnknownFormat),
-/// [`HaltReason::BadRecord`](crate::HaltReason::BadRecord)) and
-/// [`FromStr`] reads.
+/// message prints ([`SkipEntry`]; [`HaltReason::UnknownFormat`](crate::HaltReason::UnknownFormat),
+/// [`HaltReason::BadRecord`](crate::HaltReason::BadRecord),
+/// [`HaltReason::UpgradeRequired`](crate::HaltReason::UpgradeRequired) at an
+/// activation) and [`FromStr`] reads.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RecordSkip {
     cursor: Cursor,
@@ -52,6 +53,33 @@ impl RecordSkip {
 impl fmt::Display for RecordSkip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}#{:08x}", self.cursor, self.crc)
+    }
+}
+
+/// The entry that gets every node past a halt, as the operator configures it:
+/// a command id for [`EngineBuilder::skip_commands`](crate::EngineBuilder::skip_commands)
+/// or a record for [`EngineBuilder::skip_records`](crate::EngineBuilder::skip_records).
+///
+/// [`HaltReason::skip`](crate::HaltReason::skip) gives it for every halt a
+/// skip can get past, and the halt message prints it in its
+/// [`Display`](fmt::Display) form: `skip_commands ["ID"]` or
+/// `skip_records ["CURSOR#CRC"]`, the quoted text being what
+/// [`CommandId`]'s and [`RecordSkip`]'s [`FromStr`] read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SkipEntry {
+    /// One command, by id: the rest of its record is applied.
+    Command(CommandId),
+    /// One whole record, every envelope in it.
+    Record(RecordSkip),
+}
+
+impl fmt::Display for SkipEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Command(id) => write!(f, "skip_commands [\"{id}\"]"),
+            Self::Record(record) => write!(f, "skip_records [\"{record}\"]"),
+        }
     }
 }
 

@@ -202,6 +202,7 @@ async fn a_command_needing_an_inactive_version_is_refused_and_activation_waits_f
             index,
             version,
             reads,
+            ..
         }) => assert_eq!((index, version, reads), (activated, 2, 1)),
         other => panic!("expected UpgradeRequired, got {other}"),
     }

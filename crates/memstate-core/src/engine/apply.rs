@@ -14,7 +14,7 @@ use crate::error::{Error, HaltReason};
 use crate::events::RawEvent;
 use crate::model::{CommandContext, Model, upcast_to_current};
 use crate::settings::{ApplyMode, Settings};
-use crate::skip::SkipList;
+use crate::skip::{RecordSkip, SkipEntry, SkipList};
 use crate::stream::{Cursor, Record, Stream};
 
 /// Counters that describe this node's reading, not replicated.
@@ -89,7 +89,7 @@ impl<M: Model> Applier<'_, M> {
                     if stop(&envelope, self.state.applied_index + 1) {
                         return Ok(true);
                     }
-                    self.apply_envelope(envelope, &record.cursor)?;
+                    self.apply_envelope(envelope, &record)?;
                 }
                 self.state.cursor = Some(record.cursor);
             }
@@ -111,8 +111,9 @@ impl<M: Model> Applier<'_, M> {
     fn apply_envelope(
         &mut self,
         mut envelope: Envelope,
-        cursor: &Cursor,
+        record: &Record,
     ) -> Result<(), HaltReason> {
+        let cursor = &record.cursor;
         let first = self.state.genesis.is_none();
         let (genesis, admission) = self.state.admit(&mut envelope, cursor)?;
         if first {
@@ -145,12 +146,15 @@ impl<M: Model> Applier<'_, M> {
                     self.counters.leader_signals += 1;
                 }
                 // Stop before anything of a version this build cannot read.
+                // `skip_commands` does not cover a control message: the way
+                // past an activation is its whole record.
                 let active = self.state.versions.active;
                 if active > M::VERSION {
                     return Err(HaltReason::UpgradeRequired {
                         index,
                         version: active,
                         reads: M::VERSION,
+                        skip: SkipEntry::Record(RecordSkip::of(record)),
                     });
                 }
                 self.complete(id, Completion::Marker { index, accepted });
@@ -253,6 +257,7 @@ fn decode_command<M: Model>(
             index,
             version,
             reads: M::VERSION,
+            skip: SkipEntry::Command(envelope.id),
         });
     }
     let decoded = if version == M::VERSION {
