@@ -117,6 +117,14 @@ async fn next_halt<M: Model + Default>(
     (reason, entry)
 }
 
+/// An `UpgradeRequired` halt's version needed and version read.
+fn version_needed(reason: &HaltReason) -> (u32, u32) {
+    match reason {
+        HaltReason::UpgradeRequired { version, reads, .. } => (*version, *reads),
+        other => panic!("expected UpgradeRequired, got {other}"),
+    }
+}
+
 async fn total(engine: &Engine<v1::Calc>) -> i64 {
     engine
         .query(Consistency::Linearizable, |m| m.total)
@@ -246,17 +254,7 @@ async fn commands_no_build_here_reads_print_command_entries_that_spare_the_rest_
     assert_eq!(first, SkipEntry::Command(unknown));
     let (reason, second) =
         next_halt::<v1::Calc>(&stream, &settings, std::slice::from_ref(&first)).await;
-    assert!(
-        matches!(
-            reason,
-            HaltReason::UpgradeRequired {
-                version: 7,
-                reads: 1,
-                ..
-            }
-        ),
-        "{reason}"
-    );
+    assert_eq!(version_needed(&reason), (7, 1));
     assert_eq!(second, SkipEntry::Command(newer));
 
     let node = start::<v1::Calc>(&stream, &settings, &[first, second])
@@ -284,34 +282,14 @@ async fn an_activation_no_node_here_can_follow_prints_the_record_entry_then_its_
     new.shutdown().await;
 
     let (reason, activation) = next_halt::<v1::Calc>(&stream, &settings, &[]).await;
-    assert!(
-        matches!(
-            reason,
-            HaltReason::UpgradeRequired {
-                version: 2,
-                reads: 1,
-                ..
-            }
-        ),
-        "{reason}"
-    );
+    assert_eq!(version_needed(&reason), (2, 1));
     assert!(
         matches!(activation, SkipEntry::Record(_)),
         "a control message is passed over with its record: {activation}"
     );
     let (reason, command) =
         next_halt::<v1::Calc>(&stream, &settings, std::slice::from_ref(&activation)).await;
-    assert!(
-        matches!(
-            reason,
-            HaltReason::UpgradeRequired {
-                version: 2,
-                reads: 1,
-                ..
-            }
-        ),
-        "{reason}"
-    );
+    assert_eq!(version_needed(&reason), (2, 1));
     assert_eq!(command, SkipEntry::Command(doubled));
 
     let node = start::<v1::Calc>(&stream, &settings, &[activation, command])
