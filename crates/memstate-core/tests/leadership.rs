@@ -388,6 +388,32 @@ fn with_auto_claim_off_a_node_never_claims_but_heartbeats_once_it_leads() {
     });
 }
 
+/// On a log that never had a leader, a node claims at once by default, and
+/// only after a whole election timeout without `claim_at_start`.
+#[test]
+fn claim_at_start_decides_whether_a_leaderless_log_waits_out_the_election_timeout() {
+    paused_runtime().block_on(async {
+        let timeout = 1000 * MS;
+        for claim_at_start in [true, false] {
+            let config =
+                LeadershipConfig::new(100 * MS, timeout).with_claim_at_start(claim_at_start);
+            let memory = MemoryStream::new();
+            let started = tokio::time::Instant::now();
+            let node = leader_node(memory.clone(), "a", config).await;
+            eventually(3 * timeout, "the node claims", || node.is_leader()).await;
+            let took = started.elapsed();
+            if claim_at_start {
+                assert!(took < timeout / 2, "claimed after {took:?}");
+            } else {
+                assert!(took >= timeout, "claimed after {took:?}");
+                assert!(took <= timeout + 200 * MS, "claimed after {took:?}");
+            }
+            assert_eq!(count_kind(&memory, "assume_leadership"), 1);
+            node.shutdown().await;
+        }
+    });
+}
+
 #[test]
 fn leadership_needs_single_leader_mode_and_sane_timings() {
     paused_runtime().block_on(async {
@@ -406,6 +432,17 @@ fn leadership_needs_single_leader_mode_and_sane_timings() {
             .start()
             .await;
         assert!(matches!(too_tight, Err(Error::Config(m)) if m.contains("twice")));
+        // Exactly twice is enough.
+        let just_enough = builder(MemoryStream::new(), "y")
+            .settings(single_leader())
+            .leadership(LeadershipConfig::new(
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+            ))
+            .start()
+            .await;
+        assert!(just_enough.is_ok(), "{:?}", just_enough.err());
+        just_enough.unwrap().shutdown().await;
         // Multi-writer (the default) is untouched: any node writes, claims are refused.
         let a = builder(memory.clone(), "a").start().await.unwrap();
         let b = builder(memory.clone(), "b").start().await.unwrap();

@@ -143,9 +143,49 @@ mod tests {
     async fn catch_up_time_only_moves_forward() {
         let mut tail = TailKnowledge::default();
         let early = Instant::now();
+        tail.caught_up(early);
         tokio::time::advance(Duration::from_secs(2)).await;
         tail.caught_up(Instant::now());
+        assert_eq!(tail.caught_up_age(), Some(Duration::ZERO), "moves forward");
         tail.caught_up(early);
-        assert_eq!(tail.caught_up_age(), Some(Duration::ZERO));
+        assert_eq!(tail.caught_up_age(), Some(Duration::ZERO), "never back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_newest_tail_learned_is_kept_whatever_the_order_answers_arrive_in() {
+        let stream = MemoryStream::new();
+        let mut tail = TailKnowledge::default();
+        let first = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second = Instant::now();
+        tail.learned(Cursor::new("5"), first);
+        tail.learned(Cursor::new("7"), second);
+        assert_eq!(tail.known(), Some((Cursor::new("7"), Duration::ZERO)));
+        // An answer to an older question, arriving late, changes nothing.
+        tail.learned(Cursor::new("6"), first);
+        assert_eq!(tail.known(), Some((Cursor::new("7"), Duration::ZERO)));
+        // Two answers to questions asked at the same instant: the later one.
+        tail.learned(Cursor::new("8"), second);
+        assert_eq!(tail.known(), Some((Cursor::new("8"), Duration::ZERO)));
+        assert_eq!(tail.lag(Some(&Cursor::new("7")), &stream), Lag::Behind);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tail_reached_but_learned_longer_ago_than_the_bound_is_not_fresh() {
+        let stream = MemoryStream::new();
+        let mut tail = TailKnowledge::default();
+        let bound = Duration::from_secs(1);
+        tail.learned(Cursor::new("5"), Instant::now());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Applied up to it, but the stream may have grown since: not fresh,
+        // and no catch-up time is made up from it.
+        assert!(!tail.fresh_within(bound, Some(&Cursor::new("5")), &stream));
+        assert_eq!(tail.caught_up_age(), None);
+        // At exactly the bound it still counts.
+        let mut tail = TailKnowledge::default();
+        tail.learned(Cursor::new("5"), Instant::now());
+        tokio::time::advance(bound).await;
+        assert!(tail.fresh_within(bound, Some(&Cursor::new("5")), &stream));
+        assert_eq!(tail.caught_up_age(), Some(bound));
     }
 }
