@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use memstate_core::{
-    Consistency, DeterministicRng, Engine, EngineBuilder, Error, ExecuteError, LeadershipConfig,
-    MemoryStream, NodeId, Settings, SubscriberFaults,
+    BadRecordPolicy, Consistency, DeterministicRng, Engine, EngineBuilder, Error, ExecuteError,
+    LeadershipConfig, MemoryStream, NodeId, Settings, Status, Stream, SubscriberFaults,
 };
 use support::{
     Board, BoardCmd, TestStream, builder, count_kind, eventually, leader_node, paused_runtime,
@@ -411,6 +411,59 @@ fn claim_at_start_decides_whether_a_leaderless_log_waits_out_the_election_timeou
             assert_eq!(count_kind(&memory, "assume_leadership"), 1);
             node.shutdown().await;
         }
+    });
+}
+
+/// A follower whose claims keep failing (cut off from the stream, it cannot
+/// catch up) pauses one heartbeat interval after each failed attempt: never
+/// attempts back to back.
+#[test]
+fn a_follower_whose_claims_fail_pauses_a_heartbeat_between_attempts() {
+    paused_runtime().block_on(async {
+        let config = LeadershipConfig::new(250 * MS, 500 * MS).with_claim_at_start(false);
+        let client = TestStream::new(MemoryStream::new());
+        let node = leader_node(client.clone(), "a", config).await;
+        client.set_cut_off(true);
+        let before = client.heads();
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        // The first attempt after 500 ms of silence; each waits out its
+        // catch-up (500 ms) and then a heartbeat (250 ms): 20 in 15 s.
+        // Without the pause it would be 30.
+        let attempts = client.heads() - before;
+        assert!((19..=21).contains(&attempts), "{attempts} attempts in 15 s");
+        client.set_cut_off(false);
+        node.shutdown().await;
+    });
+}
+
+/// A halted node takes no further part in elections: it neither claims nor
+/// asks the stream for its head to prepare a claim.
+#[test]
+fn a_halted_follower_stops_taking_part_in_elections() {
+    paused_runtime().block_on(async {
+        let mut settings = single_leader();
+        settings.bad_records = BadRecordPolicy::Halt;
+        let config = LeadershipConfig::new(100 * MS, 500 * MS).with_claim_at_start(false);
+        let client = TestStream::new(MemoryStream::new());
+        let node = builder(client.clone(), "a")
+            .settings(settings)
+            .leadership(config)
+            .start()
+            .await
+            .unwrap();
+        client
+            .append(vec![bytes::Bytes::from_static(b"not a frame")])
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(5), "the node halts", || {
+            matches!(node.status(), Status::Halted(_))
+        })
+        .await;
+        let heads = client.heads();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(client.heads(), heads, "a halted node kept preparing claims");
+        assert_eq!(count_kind(client.memory(), "assume_leadership"), 0);
+        node.shutdown().await;
     });
 }
 
