@@ -140,6 +140,8 @@ torture-failover:
 # Narrow it with MUTANTS_ARGS, e.g. MUTANTS_ARGS="--file crates/memstate-file/src/scan.rs".
 # Install: cargo install cargo-mutants --locked
 MUTANTS_ARGS ?= --file crates/memstate-core/src/dedup.rs --file crates/memstate-core/src/engine/apply.rs \
+	--file crates/memstate-core/src/engine/replicated.rs --file crates/memstate-core/src/skip.rs \
+	--file crates/memstate-core/src/truncation.rs \
 	--file crates/memstate-core/src/engine/snapshots.rs --file crates/memstate-core/src/engine/reads.rs \
 	--file crates/memstate-core/src/engine/tail.rs --file crates/memstate-core/src/engine/leadership.rs \
 	--file crates/memstate-file/src/scan.rs --file crates/memstate-file/src/recovery.rs
