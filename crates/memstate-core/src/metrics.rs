@@ -23,6 +23,7 @@
 //! | `memstate_bad_records_skipped_total` | counter | records skipped under the skip bad-record policy |
 //! | `memstate_duplicates_dropped_total` | counter | duplicate deliveries dropped |
 //! | `memstate_halted` | gauge | 1 once the node stopped applying |
+//! | `memstate_appends_in_flight_limit` | gauge | appends the writer allows in flight now (its window, sized to the stream's latency) |
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -83,6 +84,10 @@ pub fn describe() {
         "Duplicate deliveries dropped"
     );
     describe_gauge!("memstate_halted", "1 once this node stopped applying");
+    describe_gauge!(
+        "memstate_appends_in_flight_limit",
+        "Appends the writer allows in flight now (its window, sized to the stream's latency)"
+    );
 }
 
 /// The metric handles of one engine (labelled with its node id).
@@ -104,6 +109,7 @@ pub struct EngineMetrics {
     bad_records: Counter,
     duplicates: Counter,
     halted: Gauge,
+    in_flight_limit: Gauge,
 }
 
 impl EngineMetrics {
@@ -127,7 +133,8 @@ impl EngineMetrics {
             fenced: ::metrics::counter!("memstate_commands_fenced_total", "node" => node.clone()),
             bad_records: ::metrics::counter!("memstate_bad_records_skipped_total", "node" => node.clone()),
             duplicates: ::metrics::counter!("memstate_duplicates_dropped_total", "node" => node.clone()),
-            halted: ::metrics::gauge!("memstate_halted", "node" => node),
+            halted: ::metrics::gauge!("memstate_halted", "node" => node.clone()),
+            in_flight_limit: ::metrics::gauge!("memstate_appends_in_flight_limit", "node" => node),
         }
     }
 
@@ -164,6 +171,8 @@ impl EngineMetrics {
         self.fenced.absolute(stats.commands_fenced);
         self.bad_records.absolute(stats.bad_records_skipped);
         self.duplicates.absolute(stats.duplicates_dropped);
+        self.in_flight_limit
+            .set(stats.appends_in_flight_limit as f64);
         self.halted
             .set(if matches!(stats.status, Status::Halted(_)) {
                 1.0

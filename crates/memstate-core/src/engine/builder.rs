@@ -183,12 +183,34 @@ impl<M: Model> EngineBuilder<M> {
         self
     }
 
-    /// Appends allowed in flight at once (default 32: a remote backend with a
-    /// few milliseconds per append needs many in flight to keep up; the file
-    /// journal shares fsyncs among them). While all are busy,
+    /// The most appends allowed in flight at once (default 256). The writer
+    /// sizes its window to the stream's latency between
+    /// [`min_in_flight_appends`](Self::min_in_flight_appends) and this cap:
+    /// it grows while commands wait for a slot and the append latency stays
+    /// within twice the lowest seen (a backend that pipelines appends, such
+    /// as Kafka, or the file journal sharing one fsync), shrinks when the
+    /// latency grows past that (a backend that serves appends one after the
+    /// other) and halves when an append fails. While every slot is busy,
     /// waiting commands accumulate into the next frame.
+    /// [`Stats::appends_in_flight_limit`](crate::Stats::appends_in_flight_limit)
+    /// shows the current window.
     pub fn max_in_flight_appends(mut self, n: usize) -> Self {
         self.config.max_in_flight_appends = n.max(1);
+        self
+    }
+
+    /// The smallest window of appends in flight, and where it starts
+    /// (default 4; at most [`max_in_flight_appends`](Self::max_in_flight_appends)).
+    pub fn min_in_flight_appends(mut self, n: usize) -> Self {
+        self.config.min_in_flight_appends = n.max(1);
+        self
+    }
+
+    /// Whether the window of appends in flight adapts to the stream's
+    /// latency (default `true`); `false` keeps it at
+    /// [`max_in_flight_appends`](Self::max_in_flight_appends).
+    pub fn adaptive_in_flight_appends(mut self, adaptive: bool) -> Self {
+        self.config.adaptive_in_flight = adaptive;
         self
     }
 
@@ -280,7 +302,12 @@ impl<M: Model> EngineBuilder<M> {
             writer::WriterContext {
                 stream: Arc::clone(&node.info.stream),
                 frame_limit,
-                max_in_flight: node.info.config.max_in_flight_appends,
+                window: super::window::InFlightWindow::new(
+                    node.info.config.min_in_flight_appends,
+                    node.info.config.max_in_flight_appends,
+                    node.info.config.adaptive_in_flight,
+                ),
+                gauge: Arc::clone(&node.submitter.gauge),
                 append_timeout: node.info.config.append_timeout,
                 shutdown: node.submitter.shutdown.subscribe(),
             },

@@ -36,6 +36,7 @@ mod submit;
 mod tail;
 mod time_travel;
 mod versions;
+mod window;
 mod writer;
 
 use std::sync::Arc;

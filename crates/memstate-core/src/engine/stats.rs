@@ -1,5 +1,6 @@
 //! What an engine reports about itself: its life cycle and a moment's view.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Node;
@@ -79,6 +80,11 @@ pub struct Stats {
     pub snapshots: SnapshotStats,
     /// The retained window of events and how far behind its subscribers are.
     pub events: EventStats,
+    /// Appends the writer allows in flight now: its window, sized to the
+    /// stream's latency (see [`EngineBuilder::max_in_flight_appends`](crate::EngineBuilder::max_in_flight_appends)).
+    pub appends_in_flight_limit: usize,
+    /// Appends in flight now (as the writer last counted them).
+    pub appends_in_flight: usize,
 }
 
 impl<M: Model> Node<M> {
@@ -109,6 +115,8 @@ impl<M: Model> Node<M> {
             settings: state.genesis.clone(),
             snapshots: self.snapshots.stats(),
             events: self.applied.events.stats(),
+            appends_in_flight_limit: self.submitter.gauge.limit.load(Ordering::Relaxed),
+            appends_in_flight: self.submitter.gauge.in_flight.load(Ordering::Relaxed),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! [`Node::round_trip`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -20,6 +21,7 @@ use super::Executed;
 use super::Node;
 use super::apply::Completion;
 use super::stats::Status;
+use super::writer::WriterGauge;
 use crate::envelope::{
     Body, CommandId, CommandJson, Control, Envelope, FRAME_OVERHEAD, encode_envelope,
 };
@@ -49,6 +51,8 @@ pub(super) struct Submitter<M: Model> {
     queue: mpsc::Sender<Submission>,
     pub(super) status: watch::Sender<Status>,
     pub(super) shutdown: watch::Sender<bool>,
+    /// The writer's window of appends in flight, as it last published it.
+    pub(super) gauge: Arc<WriterGauge>,
 }
 
 impl<M: Model> Submitter<M> {
@@ -59,6 +63,7 @@ impl<M: Model> Submitter<M> {
             queue,
             status: watch::channel(Status::Starting).0,
             shutdown: watch::channel(false).0,
+            gauge: Arc::default(),
         }
     }
 
