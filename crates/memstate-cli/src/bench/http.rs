@@ -339,6 +339,7 @@ mod tests {
             budget: Budget::Count(operations),
             rounds,
             max_in_flight_appends: None,
+            adaptive_in_flight_appends: true,
             file_preallocate: 0,
             accounts: 10,
             replay_commands: 1,

@@ -31,6 +31,7 @@ mod query;
 mod replay;
 mod report;
 mod sqlite;
+mod targets;
 mod tiers;
 mod workload;
 
@@ -91,9 +92,13 @@ pub struct BenchArgs {
     /// Concurrent clients of each point (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256,1024")]
     pub clients: Vec<usize>,
-    /// The engine's appends in flight (`EngineBuilder::max_in_flight_appends`; default: the engine's own).
+    /// The engine's cap on appends in flight (`EngineBuilder::max_in_flight_appends`; default: the engine's own).
     #[arg(long, value_name = "N")]
     pub max_in_flight_appends: Option<usize>,
+    /// Keep the engine's window of appends in flight fixed at its cap instead
+    /// of sizing it to the stream's latency (`EngineBuilder::adaptive_in_flight_appends(false)`).
+    #[arg(long)]
+    pub fixed_in_flight_appends: bool,
     /// Bank accounts the transfers move money between (default 1000; --quick 100).
     #[arg(long, value_name = "N")]
     pub accounts: Option<u64>,
@@ -150,6 +155,8 @@ pub(crate) struct Plan {
     pub rounds: usize,
     /// `EngineBuilder::max_in_flight_appends`, when not the engine's default.
     pub max_in_flight_appends: Option<usize>,
+    /// `EngineBuilder::adaptive_in_flight_appends` (`true` by default).
+    pub adaptive_in_flight_appends: bool,
     /// `FileStreamConfig::preallocate` of the file part's journals.
     pub file_preallocate: u64,
     pub accounts: u64,
@@ -204,6 +211,7 @@ impl Plan {
             budget,
             rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 2 }).max(1),
             max_in_flight_appends: args.max_in_flight_appends,
+            adaptive_in_flight_appends: !args.fixed_in_flight_appends,
             file_preallocate: args.file_preallocate,
             accounts: pick(args.accounts, 1000, 100).max(2),
             replay_commands: pick(args.replay_commands, 1_000_000, 20_000).max(1),
@@ -410,7 +418,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
         extras.push(http::run(&plan, args.http_clients, &work).await);
     }
 
-    let report = Report {
+    let mut report = Report {
         started_at,
         finished_at: report::utc_now(),
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
@@ -423,7 +431,9 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
         query,
         events,
         extras,
+        targets: Vec::new(),
     };
+    report.targets = targets::compute(&serde_json::to_value(&report).unwrap_or_default());
     print!("{}", report::table(&report));
     let path = report::write(&report, &args.out_dir).map_err(CliError::Demo)?;
     println!("\nresults: {} (and latest.json beside it)", path.display());

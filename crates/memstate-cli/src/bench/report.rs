@@ -29,6 +29,8 @@ pub(crate) struct Report {
     pub events: Section<EventCost>,
     /// Tiers beside the built-in parts (see `super::Extra`).
     pub extras: Vec<super::Extra>,
+    /// The targets of issue 14, judged on this run's figures.
+    pub targets: Vec<super::targets::Target>,
 }
 
 /// A part of the run: its result, or why there is none.
@@ -286,27 +288,29 @@ pub(crate) fn table(report: &Report) -> String {
                 let _ = writeln!(out, "\n{} ({})", run.backend, result.description);
                 let _ = writeln!(
                     out,
-                    "{:>7} | {:^40} | {:^40} | {:^40} | {:>5} | {:>8}",
+                    "{:>7} | {:^40} | {:^40} | {:^40} | {:>5} | {:>10}",
                     "clients",
                     "memstate cmd/s  p50 p99 p999 cpu",
                     "adapter rec/s  p50 p99 p999 cpu",
                     "raw ops/s  p50 p99 p999 cpu",
                     "ratio",
-                    "cmd/app"
+                    "cmd/app/win"
                 );
                 for p in &result.points {
                     let adapter = p
                         .adapter
                         .as_ref()
                         .map_or_else(|| format!("{:>40}", "-"), |a| cells(&a.measured));
-                    let packing = p
-                        .memstate
-                        .appends
-                        .as_ref()
-                        .map_or_else(|| "-".into(), |a| format!("{:.1}", a.commands_per_append));
+                    let packing = p.memstate.appends.as_ref().map_or_else(
+                        || "-".into(),
+                        |a| match a.window {
+                            Some(w) => format!("{:.1}/w{w}", a.commands_per_append),
+                            None => format!("{:.1}", a.commands_per_append),
+                        },
+                    );
                     let _ = writeln!(
                         out,
-                        "{:>7} | {} | {} | {} | {:>5.2} | {:>8}",
+                        "{:>7} | {} | {} | {} | {:>5.2} | {:>10}",
                         p.clients,
                         cells(&p.memstate.measured),
                         adapter,
@@ -417,6 +421,7 @@ pub(crate) fn table(report: &Report) -> String {
     for extra in &report.extras {
         out.push_str(&extra.table);
     }
+    out.push_str(&super::targets::table(&report.targets));
     out
 }
 

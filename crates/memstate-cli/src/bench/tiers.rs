@@ -122,8 +122,10 @@ async fn interleave_inner(
                     point.measured.per_sec,
                     point.measured.p50_ms.unwrap_or(0.0),
                     point.appends.as_ref().map_or_else(String::new, |a| format!(
-                        ", {:.1} commands per append",
-                        a.commands_per_append
+                        ", {:.1} commands per append{}",
+                        a.commands_per_append,
+                        a.window
+                            .map_or_else(String::new, |w| format!(", window {w}"))
                     ))
                 ));
                 rounds[i].push(point.measured.per_sec);
@@ -160,6 +162,10 @@ pub(crate) struct AppendStats {
     pub commands_per_append: f64,
     /// Mean payload bytes per append.
     pub bytes_per_append: f64,
+    /// The engine's window of appends in flight at the end of the point
+    /// (`Stats::appends_in_flight_limit`; engine tier only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
 }
 
 /// Counts what goes through a stream, so group commit can be seen.
@@ -206,6 +212,7 @@ impl CountingStream {
             commands,
             commands_per_append: per(commands),
             bytes_per_append: per(b - before.2),
+            window: None,
         }
     }
 }
@@ -285,6 +292,7 @@ pub(crate) async fn start_engine<M: Model>(
     if let Some(n) = plan.max_in_flight_appends {
         builder = builder.max_in_flight_appends(n);
     }
+    builder = builder.adaptive_in_flight_appends(plan.adaptive_in_flight_appends);
     builder
         .start()
         .await
@@ -329,9 +337,11 @@ impl Tier for EngineTier {
             }
         })
         .await?;
+        let mut appends = self.counting.since(before, done.load(Ordering::Relaxed));
+        appends.window = Some(self.engine.stats().appends_in_flight_limit);
         Ok(TierPoint {
             measured,
-            appends: Some(self.counting.since(before, done.load(Ordering::Relaxed))),
+            appends: Some(appends),
             rounds_per_sec: Vec::new(),
         })
     }
