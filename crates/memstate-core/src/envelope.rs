@@ -6,20 +6,33 @@
 //! is one record, a batch is atomic and keeps its order whatever the backend
 //! does on retry; one append of one frame is the engine's group commit.
 //!
-//! The encoding is JSON: `{"v":1,"envelopes":[...]}`. `v` is the format
-//! version of every envelope in the frame. A reader that meets a version newer
-//! than [`FORMAT_VERSION`] must halt: skipping it would make old nodes diverge
-//! from upgraded ones.
+//! A frame is encoded in its stream's codec ([`Codec`], recorded in the
+//! Genesis settings). A JSON frame is `{"v":1,"envelopes":[...]}`. A binary
+//! frame starts with [`BINARY_FRAME_MARKER`], a byte that cannot begin a JSON
+//! text, then names its codec and format version (see [`binary`]'s layout),
+//! so a record's kind is known before it is decoded. `v` is the format
+//! version of every envelope in the frame. A reader that meets a version
+//! newer than [`FORMAT_VERSION`] must halt: skipping it would make old nodes
+//! diverge from upgraded ones.
+//!
+//! An envelope holding a Genesis record is always written in a JSON frame,
+//! whatever the stream's codec ([`frame_codec`]): the first record of every
+//! stream stays readable by every build.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod binary;
+
+pub use self::binary::BINARY_FRAME_MARKER;
+pub use crate::codec::{Codec, EncodedCommand};
 pub use crate::settings::FORMAT_VERSION;
 use crate::settings::Settings;
 
-/// Bytes the frame wrapper adds around the encoded envelopes (generous upper bound).
+/// Bytes the frame wrapper adds around the encoded envelopes (generous upper
+/// bound, for either codec).
 pub const FRAME_OVERHEAD: usize = 32;
 
 /// Identifies one command across the whole cluster. Supplying your own id when
@@ -133,8 +146,9 @@ fn is_first_version(v: &u32) -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Body {
-    /// A user command, encoded by the model's serde implementation.
-    Command(CommandJson),
+    /// A user command, encoded by the model's serde implementation in the
+    /// stream's codec.
+    Command(EncodedCommand),
     /// A message for the engine itself.
     Control(Control),
 }
@@ -176,70 +190,8 @@ pub enum Control {
     },
 }
 
-/// A user command's JSON, kept as the text it was written as.
-///
-/// Reading a frame copies each command's text without building a tree of
-/// it; applying decodes the text once, straight into the model's command
-/// type. Writing encodes the command once, and the frame embeds that text
-/// as it is. The bytes in the stream are the same JSON as ever.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct CommandJson(Box<serde_json::value::RawValue>);
-
-impl CommandJson {
-    /// Encodes `command` (any `Serialize` value) as JSON text.
-    ///
-    /// # Errors
-    ///
-    /// When `command`'s `Serialize` fails.
-    pub fn encode<T: Serialize + ?Sized>(command: &T) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(command).map(Self)
-    }
-
-    /// Decodes the text into `T` (the model's command type), in one pass.
-    ///
-    /// # Errors
-    ///
-    /// When the text is not a `T`.
-    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.0.get())
-    }
-
-    /// The command as a JSON tree (for upcasting, or for display).
-    ///
-    /// # Errors
-    ///
-    /// Never for text this type holds (it is valid JSON); kept fallible for
-    /// the decoder's sake.
-    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
-        self.decode()
-    }
-
-    /// The JSON text.
-    pub fn as_str(&self) -> &str {
-        self.0.get()
-    }
-}
-
-impl PartialEq for CommandJson {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Default for CommandJson {
-    /// JSON `null`.
-    fn default() -> Self {
-        Self(serde_json::value::RawValue::NULL.to_owned())
-    }
-}
-
-impl From<&serde_json::Value> for CommandJson {
-    fn from(value: &serde_json::Value) -> Self {
-        // A `Value` always serializes; its text is valid JSON.
-        Self::encode(value).unwrap_or_default()
-    }
-}
+/// The former name of [`EncodedCommand`], from when commands were JSON only.
+pub type CommandJson = EncodedCommand;
 
 impl Envelope {
     /// A short name for the body, for logs and `memstate inspect`.
@@ -286,7 +238,7 @@ struct FrameIn {
     envelopes: Vec<Envelope>,
 }
 
-/// Encodes one envelope; [`encode_frame`] joins encoded envelopes.
+/// Encodes one envelope as JSON; [`encode_frame`] joins encoded envelopes.
 ///
 /// # Errors
 ///
@@ -295,7 +247,53 @@ pub fn encode_envelope(envelope: &Envelope) -> Result<Vec<u8>, serde_json::Error
     serde_json::to_vec(envelope)
 }
 
-/// Joins encoded envelopes into one frame payload.
+/// Encodes one envelope for a frame of `codec`; [`encode_frame_as`] joins
+/// encoded envelopes. A command held in another codec is converted.
+///
+/// # Errors
+///
+/// When the envelope cannot be serialized (a command whose `Serialize` fails).
+pub fn encode_envelope_as(codec: Codec, envelope: &Envelope) -> Result<Vec<u8>, serde_json::Error> {
+    match codec {
+        Codec::Json => match &envelope.body {
+            Body::Command(command) if !command.codec().is_json() => {
+                let mut json = envelope.clone();
+                json.body = Body::Command(command.to_codec(Codec::Json)?);
+                encode_envelope(&json)
+            }
+            _ => encode_envelope(envelope),
+        },
+        Codec::MsgPack => binary::encode_envelope(codec, envelope),
+    }
+}
+
+/// The codec of the frame an envelope of a stream of codec `stream` is
+/// written in: the stream's, except for a Genesis record, which is always
+/// JSON (the first record of a stream is readable by every build).
+pub fn frame_codec(stream: Codec, body: &Body) -> Codec {
+    match body {
+        Body::Control(Control::Genesis(_)) => Codec::Json,
+        _ => stream,
+    }
+}
+
+/// Joins envelopes encoded for `codec` ([`encode_envelope_as`]) into one
+/// frame payload.
+pub fn encode_frame_as<'a>(codec: Codec, envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    match binary::header(codec) {
+        None => encode_frame(envelopes),
+        Some(header) => {
+            let mut out = Vec::with_capacity(256);
+            out.extend_from_slice(&header);
+            for e in envelopes {
+                out.extend_from_slice(e);
+            }
+            out
+        }
+    }
+}
+
+/// Joins JSON-encoded envelopes ([`encode_envelope`]) into one JSON frame payload.
 pub fn encode_frame<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"{\"v\":");
@@ -311,7 +309,17 @@ pub fn encode_frame<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8
     out
 }
 
-/// Decodes a frame payload into its envelopes.
+/// Decodes a frame payload of either codec into its envelopes.
+///
+/// # Errors
+///
+/// As [`decode_frame_with_codec`].
+pub fn decode_frame(payload: &[u8]) -> Result<Vec<Envelope>, FrameError> {
+    decode_frame_with_codec(payload).map(|(_, envelopes)| envelopes)
+}
+
+/// Decodes a frame payload into the codec it is written in and its
+/// envelopes; the first byte tells a binary frame from a JSON one.
 ///
 /// # Errors
 ///
@@ -321,7 +329,10 @@ pub fn encode_frame<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8
 /// A frame is parsed once. Only bytes that fail to parse as a frame of this
 /// format are parsed a second time, for their version alone: a frame of a
 /// newer format must be reported as such, not as garbage.
-pub fn decode_frame(payload: &[u8]) -> Result<Vec<Envelope>, FrameError> {
+pub fn decode_frame_with_codec(payload: &[u8]) -> Result<(Codec, Vec<Envelope>), FrameError> {
+    if payload.first() == Some(&BINARY_FRAME_MARKER) {
+        return binary::decode_frame(payload);
+    }
     let frame: FrameIn = match serde_json::from_slice(payload) {
         Ok(frame) => frame,
         Err(malformed) => {
@@ -337,11 +348,11 @@ pub fn decode_frame(payload: &[u8]) -> Result<Vec<Envelope>, FrameError> {
     if frame.envelopes.is_empty() {
         return Err(FrameError::NotAFrame("frame holds no envelope".into()));
     }
-    Ok(frame.envelopes)
+    Ok((Codec::Json, frame.envelopes))
 }
 
 /// Refuses a format version this build does not read.
-fn check_version(v: u32) -> Result<(), FrameError> {
+pub(crate) fn check_version(v: u32) -> Result<(), FrameError> {
     if v > FORMAT_VERSION {
         return Err(FrameError::UnknownVersion {
             found: v,
@@ -421,7 +432,7 @@ mod tests {
             panic!("a command body: {read:?}")
         };
         assert_eq!(
-            json.as_str(),
+            json.as_json().unwrap(),
             r#"{"transfer":{"from":"a","to":"b","amount":5}}"#
         );
         assert_eq!(
@@ -430,9 +441,9 @@ mod tests {
         );
         assert_eq!(encode_envelope(&read).unwrap(), old.to_vec());
         let typed = CommandJson::encode(&serde_json::json!({"deposit": 5})).unwrap();
-        assert_eq!(typed.as_str(), r#"{"deposit":5}"#);
+        assert_eq!(typed.as_json().unwrap(), r#"{"deposit":5}"#);
         assert_eq!(typed.decode::<serde_json::Value>().unwrap()["deposit"], 5);
-        assert_eq!(CommandJson::default().as_str(), "null");
+        assert_eq!(CommandJson::default().as_json().unwrap(), "null");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod codec;
 pub mod consistency;
 pub mod cursor;
 mod dedup;
@@ -17,6 +18,7 @@ pub mod snapshot;
 pub mod stream;
 pub mod truncation;
 
+pub use codec::{Codec, EncodedCommand};
 pub use consistency::Consistency;
 pub use dedup::Rejection;
 pub use engine::{

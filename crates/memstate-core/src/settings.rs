@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Codec;
+
 /// The newest frame format this build writes and reads (see
 /// [`envelope`](crate::envelope)). It lives here, beside the settings that
 /// record it, so that settings need nothing from the envelope module.
@@ -110,7 +112,10 @@ impl DedupWindow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Settings {
-    /// The frame format version the stream was started with.
+    /// The format version the stream was started with: 1 for a JSON stream,
+    /// 2 for a stream of a binary codec ([`Codec::format_version`]). Builds
+    /// from before codecs know only 1: they refuse a binary stream at its
+    /// Genesis record instead of taking its frames for bad records.
     pub format_version: u32,
     /// The de-duplication window.
     pub dedup: DedupWindow,
@@ -120,6 +125,13 @@ pub struct Settings {
     pub write_mode: WriteMode,
     /// How commands are applied.
     pub apply_mode: ApplyMode,
+    /// How commands are encoded in the stream's frames. Chosen when the
+    /// stream is created (set it with [`Settings::with_codec`], which also
+    /// sets the format version); a stream never mixes codecs. Absent from
+    /// the Genesis record of a JSON stream, which keeps the bytes every build
+    /// wrote before codecs existed; absent reads as JSON.
+    #[serde(default, skip_serializing_if = "Codec::is_json")]
+    pub command_codec: Codec,
 }
 
 impl Default for Settings {
@@ -130,11 +142,20 @@ impl Default for Settings {
             bad_records: BadRecordPolicy::default(),
             write_mode: WriteMode::default(),
             apply_mode: ApplyMode::default(),
+            command_codec: Codec::default(),
         }
     }
 }
 
 impl Settings {
+    /// These settings with commands encoded in `codec`, at the format
+    /// version that codec is recorded with.
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.command_codec = codec;
+        self.format_version = codec.format_version();
+        self
+    }
+
     /// Describes each field that differs from `other`, empty when equal.
     pub fn differences(&self, other: &Settings) -> Vec<String> {
         let mut out = Vec::new();
@@ -157,6 +178,12 @@ impl Settings {
             out.push(format!(
                 "write_mode: {:?} vs {:?}",
                 self.write_mode, other.write_mode
+            ));
+        }
+        if self.command_codec != other.command_codec {
+            out.push(format!(
+                "command_codec: {} vs {} (a stream keeps the codec it was created with)",
+                self.command_codec, other.command_codec
             ));
         }
         if self.apply_mode != other.apply_mode {

@@ -1,5 +1,5 @@
 //! Property-based fuzzing of what the core decodes from outside: frames and
-//! envelopes read from a stream, and snapshot files. Whatever the bytes, the
+//! envelopes read from a stream (JSON and binary), and snapshot files. Whatever the bytes, the
 //! decoders return a value or an error, never panic, and allocate no more
 //! than the input's size.
 //!
@@ -8,10 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use memstate_core::envelope::{decode_frame, encode_envelope, encode_frame};
+use memstate_core::envelope::{
+    BINARY_FRAME_MARKER, decode_frame, decode_frame_with_codec, encode_envelope,
+    encode_envelope_as, encode_frame, encode_frame_as,
+};
 use memstate_core::snapshot::StoredSnapshot;
 use memstate_core::{
-    Body, CommandId, CommandJson, Control, Envelope, FileSnapshotStore, NodeId, Settings,
+    Body, Codec, CommandId, CommandJson, Control, Envelope, FileSnapshotStore, NodeId, Settings,
     SnapshotStore,
 };
 use proptest::prelude::*;
@@ -38,6 +41,21 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         any::<u64>().prop_map(|epoch| Body::Control(Control::AssumeLeadership { epoch })),
         any::<u64>().prop_map(|epoch| Body::Control(Control::Heartbeat { epoch })),
         Just(Body::Control(Control::Sync)),
+        any::<u32>().prop_map(|version| Body::Control(Control::Activate { version })),
+        "[a-z0-9-]{0,12}".prop_map(|n| Body::Control(Control::Depart {
+            node: NodeId::new(n)
+        })),
+        Just(Body::Control(Control::Genesis(
+            Settings::default().with_codec(Codec::MsgPack)
+        ))),
+        (
+            any::<i64>(),
+            any::<f64>(),
+            proptest::collection::vec(any::<u8>(), 0..8)
+        )
+            .prop_map(|(i, f, b)| Body::Command(CommandJson::from(
+                &serde_json::json!({"n": i, "x": f, "b": b, "u": null})
+            ))),
     ];
     (
         any::<u128>(),
@@ -63,6 +81,37 @@ fn frame_of(envelopes: &[Envelope]) -> Vec<u8> {
         .map(|e| encode_envelope(e).unwrap())
         .collect();
     encode_frame(encoded.iter().map(Vec::as_slice))
+}
+
+/// The envelopes as a frame of `codec` decodes them: commands in `codec`.
+fn in_codec(envelopes: &[Envelope], codec: Codec) -> Vec<Envelope> {
+    envelopes
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            if let Body::Command(c) = &e.body {
+                e.body = Body::Command(c.to_codec(codec).unwrap());
+            }
+            e
+        })
+        .collect()
+}
+
+fn frame_as(codec: Codec, envelopes: &[Envelope]) -> Vec<u8> {
+    let encoded: Vec<Vec<u8>> = envelopes
+        .iter()
+        .map(|e| encode_envelope_as(codec, e).unwrap())
+        .collect();
+    encode_frame_as(codec, encoded.iter().map(Vec::as_slice))
+}
+
+/// Whatever a binary frame decodes to re-encodes to the same envelopes.
+fn binary_round_trip(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok((codec, decoded)) = decode_frame_with_codec(bytes) {
+        let again = decode_frame_with_codec(&frame_as(codec, &decoded)).unwrap();
+        prop_assert_eq!(again, (codec, decoded));
+    }
+    Ok(())
 }
 
 /// A change to a valid input: flip a byte, cut it, or splice bytes in.
@@ -114,6 +163,37 @@ proptest! {
     fn frames_decode_what_was_encoded(envelopes in proptest::collection::vec(envelope(), 1..5)) {
         let frame = frame_of(&envelopes);
         prop_assert_eq!(decode_frame(&frame).unwrap(), envelopes);
+    }
+
+    #[test]
+    fn frames_of_every_codec_decode_what_was_encoded(envelopes in proptest::collection::vec(envelope(), 1..5)) {
+        for codec in Codec::ALL {
+            let frame = frame_as(codec, &envelopes);
+            prop_assert_eq!(frame[0] == BINARY_FRAME_MARKER, !codec.is_json());
+            let decoded = decode_frame_with_codec(&frame).unwrap();
+            prop_assert_eq!(decoded, (codec, in_codec(&envelopes, codec)));
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_binary_frame_decoder(
+        codec_id in 0..3u8,
+        version in 0..3u8,
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut frame = vec![BINARY_FRAME_MARKER, codec_id, version];
+        frame.extend_from_slice(&bytes);
+        binary_round_trip(&frame)?;
+    }
+
+    #[test]
+    fn damaged_binary_frames_never_panic_the_decoder(
+        envelopes in proptest::collection::vec(envelope(), 1..4),
+        damage in damage(),
+    ) {
+        let mut frame = frame_as(Codec::MsgPack, &envelopes);
+        apply(&mut frame, &damage);
+        binary_round_trip(&frame)?;
     }
 
     #[test]

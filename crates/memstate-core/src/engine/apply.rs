@@ -9,7 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::replicated::{Admission, Opened, Replicated};
 use crate::dedup::Rejection;
-use crate::envelope::{CommandId, CommandJson, Envelope, NodeId};
+use crate::envelope::{CommandId, EncodedCommand, Envelope, NodeId};
 use crate::error::{Error, HaltReason};
 use crate::events::RawEvent;
 use crate::model::{CommandContext, Model, upcast_to_current};
@@ -247,7 +247,7 @@ impl<M: Model> Applier<'_, M> {
 /// cluster.
 fn decode_command<M: Model>(
     envelope: &Envelope,
-    command: CommandJson,
+    command: EncodedCommand,
     index: u64,
     cursor: &Cursor,
 ) -> Result<M::Command, HaltReason> {
@@ -261,7 +261,7 @@ fn decode_command<M: Model>(
         });
     }
     let decoded = if version == M::VERSION {
-        // The common case: the text decodes straight into the command type.
+        // The common case: the encoding decodes straight into the command type.
         command.decode().map_err(|e| e.to_string())
     } else {
         command

@@ -20,6 +20,7 @@ use super::snapshots::{self, SnapshotHooks, Snapshots};
 use super::submit::Submitter;
 use super::writer;
 use super::{Node, ShutdownOnDrop};
+use crate::codec::Codec;
 use crate::envelope::{CommandId, Control, FRAME_OVERHEAD, NodeId};
 use crate::error::Error;
 use crate::events::EventWindow;
@@ -139,6 +140,16 @@ impl<M: Model> EngineBuilder<M> {
         self
     }
 
+    /// The codec of a stream this node creates ([`Settings::with_codec`]):
+    /// recorded in its Genesis record, it is part of the replicated settings.
+    /// On an existing stream it must match the stream's Genesis, like every
+    /// setting: a node configured with another codec refuses the stream. Set
+    /// it after [`EngineBuilder::settings`], which replaces the codec too.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.settings = self.settings.with_codec(codec);
+        self
+    }
+
     /// Command ids that are not applied (to get past a poison command).
     /// Configure every node alike.
     pub fn skip_commands(mut self, ids: impl IntoIterator<Item = CommandId>) -> Self {
@@ -252,7 +263,11 @@ impl<M: Model> EngineBuilder<M> {
     /// node's, when the log does not start at its beginning, or when a record
     /// cannot be read under the stream's rules; [`Error::Snapshot`] when the
     /// snapshot store cannot be read; stream errors; a timeout.
-    pub async fn start(self) -> Result<Engine<M>, Error> {
+    pub async fn start(mut self) -> Result<Engine<M>, Error> {
+        // A binary stream is recorded at its codec's format version however
+        // the settings were built, so that builds from before codecs refuse it.
+        let codec_version = self.settings.command_codec.format_version();
+        self.settings.format_version = self.settings.format_version.max(codec_version);
         let caps = self.stream.capabilities();
         let frame_limit = caps.max_record_size.min(self.config.max_frame_bytes);
         if frame_limit <= FRAME_OVERHEAD {

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Codec;
 use crate::dedup::{Dedup, Rejection, Seen};
-use crate::envelope::{Body, Control, Envelope, FrameError, NodeId, decode_frame};
+use crate::envelope::{Body, Control, Envelope, FrameError, NodeId, decode_frame_with_codec};
 use crate::error::HaltReason;
 use crate::settings::{BadRecordPolicy, Settings, WriteMode};
 use crate::skip::{RecordSkip, SkipList};
@@ -118,7 +119,7 @@ pub(crate) enum Admission {
     Fenced { leader: Option<NodeId>, epoch: u64 },
     /// A command for the model (its encoded value, taken out of the
     /// envelope); its outcome is recorded with [`Replicated::decide`].
-    Command(crate::envelope::CommandJson),
+    Command(crate::envelope::EncodedCommand),
 }
 
 impl Replicated {
@@ -149,8 +150,11 @@ impl Replicated {
             self.cursor = Some(record.cursor.clone());
             return Ok(Opened::SkippedBadRecord);
         }
-        match decode_frame(&record.payload) {
-            Ok(envelopes) => Ok(Opened::Frame(envelopes)),
+        match decode_frame_with_codec(&record.payload) {
+            Ok((codec, envelopes)) => match self.codec_refusal(codec, &envelopes) {
+                None => Ok(Opened::Frame(envelopes)),
+                Some(reason) => self.bad_record(record, reason),
+            },
             Err(FrameError::UnknownVersion { found, supported }) => {
                 Err(HaltReason::UnknownFormat {
                     cursor: record.cursor.clone(),
@@ -159,25 +163,56 @@ impl Replicated {
                     skip: RecordSkip::of(record),
                 })
             }
-            Err(FrameError::NotAFrame(reason)) => {
-                let Some(genesis) = &self.genesis else {
-                    return Err(HaltReason::HistoryMissing {
-                        first: record.cursor.clone(),
-                    });
-                };
-                match genesis.bad_records {
-                    BadRecordPolicy::Skip => {
-                        tracing::warn!(cursor = %record.cursor, %reason, "skipping a record that is not a memstate frame");
-                        self.cursor = Some(record.cursor.clone());
-                        Ok(Opened::SkippedBadRecord)
-                    }
-                    BadRecordPolicy::Halt => Err(HaltReason::BadRecord {
-                        cursor: record.cursor.clone(),
-                        reason,
-                        skip: RecordSkip::of(record),
-                    }),
-                }
+            Err(FrameError::NotAFrame(reason)) => self.bad_record(record, reason),
+        }
+    }
+
+    /// Why a frame written in `codec` does not belong in this stream, if it
+    /// does not: a stream never mixes codecs. Its frames are in its Genesis
+    /// codec, except Genesis records, which are JSON in every stream (a
+    /// stream starts with one).
+    fn codec_refusal(&self, codec: Codec, envelopes: &[Envelope]) -> Option<String> {
+        let genesis_only = || {
+            envelopes
+                .iter()
+                .all(|e| matches!(e.body, Body::Control(Control::Genesis(_))))
+        };
+        let stream = match &self.genesis {
+            Some(genesis) => genesis.command_codec,
+            None if codec.is_json() => return None,
+            None => {
+                return Some(format!(
+                    "a {codec} frame before the stream's Genesis record, which is JSON"
+                ));
             }
+        };
+        if codec == stream || (codec.is_json() && genesis_only()) {
+            return None;
+        }
+        Some(format!(
+            "a {codec} frame in a stream whose codec is {stream} (its Genesis record); a stream never mixes codecs"
+        ))
+    }
+
+    /// A record that is not a frame of this stream: skipped or a halt, by
+    /// the bad-record policy; before the Genesis record, a missing history.
+    fn bad_record(&mut self, record: &Record, reason: String) -> Result<Opened, HaltReason> {
+        let Some(genesis) = &self.genesis else {
+            return Err(HaltReason::HistoryMissing {
+                first: record.cursor.clone(),
+            });
+        };
+        match genesis.bad_records {
+            BadRecordPolicy::Skip => {
+                tracing::warn!(cursor = %record.cursor, %reason, "skipping a record that is not a memstate frame");
+                self.cursor = Some(record.cursor.clone());
+                Ok(Opened::SkippedBadRecord)
+            }
+            BadRecordPolicy::Halt => Err(HaltReason::BadRecord {
+                cursor: record.cursor.clone(),
+                reason,
+                skip: RecordSkip::of(record),
+            }),
         }
     }
 

@@ -22,8 +22,10 @@ use super::Node;
 use super::apply::Completion;
 use super::stats::Status;
 use super::writer::WriterGauge;
+use crate::codec::Codec;
 use crate::envelope::{
-    Body, CommandId, CommandJson, Control, Envelope, FRAME_OVERHEAD, encode_envelope,
+    Body, CommandId, Control, EncodedCommand, Envelope, FRAME_OVERHEAD, encode_envelope_as,
+    frame_codec,
 };
 use crate::error::{Error, ExecuteError, HaltReason};
 use crate::model::Model;
@@ -33,6 +35,8 @@ use crate::stream::StreamError;
 /// An encoded envelope on its way to the writer.
 pub(crate) struct Submission {
     pub(crate) id: CommandId,
+    /// The codec of the frame it goes in ([`frame_codec`]).
+    pub(crate) codec: Codec,
     pub(crate) bytes: Vec<u8>,
 }
 
@@ -228,16 +232,17 @@ impl<M: Model> Node<M> {
     /// Encodes `command` at the stream's active model version (writers write
     /// at it, so every live node can read it): refused when the command needs
     /// a newer version, downcast one step at a time when this build is newer.
-    fn encode_at_active(&self, command: &M::Command) -> Result<(CommandJson, u32), Error> {
+    fn encode_at_active(&self, command: &M::Command) -> Result<(EncodedCommand, u32), Error> {
+        let codec = self.info.settings.command_codec;
         let active = self.applied.state.lock().versions.active;
         let needed = M::command_version(command);
         if needed > active {
             return Err(Error::VersionNotActive { needed, active });
         }
         if active >= M::VERSION {
-            // The common case: encoded once, straight to the text the frame embeds.
-            let json = CommandJson::encode(command).map_err(Error::Encode)?;
-            return Ok((json, M::VERSION));
+            // The common case: encoded once, straight to what the frame embeds.
+            let encoded = EncodedCommand::encode_as(codec, command).map_err(Error::Encode)?;
+            return Ok((encoded, M::VERSION));
         }
         let mut value = serde_json::to_value(command).map_err(Error::Encode)?;
         for to in (active..M::VERSION).rev() {
@@ -246,7 +251,8 @@ impl<M: Model> Node<M> {
                 reason,
             })?;
         }
-        Ok((CommandJson::from(&value), active))
+        let encoded = EncodedCommand::from_value_as(codec, &value).map_err(Error::Encode)?;
+        Ok((encoded, active))
     }
 
     /// Hands an envelope to the writer and waits for its completion.
@@ -256,7 +262,8 @@ impl<M: Model> Node<M> {
         timeout: Duration,
     ) -> Result<Completion<M>, Error> {
         let id = envelope.id;
-        let bytes = encode_envelope(&envelope).map_err(Error::Encode)?;
+        let codec = frame_codec(self.info.settings.command_codec, &envelope.body);
+        let bytes = encode_envelope_as(codec, &envelope).map_err(Error::Encode)?;
         let size = bytes.len() + FRAME_OVERHEAD;
         if size > self.info.frame_limit {
             return Err(Error::CommandTooLarge {
@@ -284,7 +291,7 @@ impl<M: Model> Node<M> {
         let wait = async {
             submitter
                 .queue
-                .send(Submission { id, bytes })
+                .send(Submission { id, codec, bytes })
                 .await
                 .map_err(|_| Error::ShutDown)?;
             rx.await.map_err(|_| submitter.terminal_error())

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::submit::Submission;
 use super::window::InFlightWindow;
-use crate::envelope::{CommandId, FRAME_OVERHEAD, encode_frame};
+use crate::envelope::{CommandId, FRAME_OVERHEAD, encode_frame_as};
 use crate::error::Error;
 use crate::stream::Stream;
 
@@ -96,16 +96,18 @@ fn pack(
     frame_limit: usize,
 ) -> (Vec<u8>, Vec<CommandId>) {
     let mut size = FRAME_OVERHEAD + first.bytes.len();
+    // A frame holds one codec (a Genesis record is JSON in every stream).
+    let codec = first.codec;
     let mut batch = vec![first];
     while let Ok(next) = queue.try_recv() {
-        if size + next.bytes.len() + 1 > frame_limit {
+        if next.codec != codec || size + next.bytes.len() + 1 > frame_limit {
             *carried = Some(next);
             break;
         }
         size += next.bytes.len() + 1;
         batch.push(next);
     }
-    let frame = encode_frame(batch.iter().map(|s| s.bytes.as_slice()));
+    let frame = encode_frame_as(codec, batch.iter().map(|s| s.bytes.as_slice()));
     (frame, batch.into_iter().map(|s| s.id).collect())
 }
 

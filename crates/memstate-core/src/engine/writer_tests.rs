@@ -132,6 +132,7 @@ fn start(stream: &Arc<FakeStream>, window: InFlightWindow) -> Rig {
         loop {
             let s = Submission {
                 id: CommandId::random(),
+                codec: crate::codec::Codec::Json,
                 bytes: ENVELOPE.to_vec(),
             };
             if tx.send(s).await.is_err() {
