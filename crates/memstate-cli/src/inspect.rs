@@ -1,17 +1,20 @@
-//! `memstate inspect PATH`: a journal's records as decoded envelopes.
+//! `memstate inspect PATH`: a journal's records as decoded envelopes, in
+//! either codec (a binary frame's commands are shown as the JSON they hold).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use memstate_core::envelope::decode_frame;
+use memstate_core::envelope::decode_frame_with_codec;
+use memstate_core::{Body, Control};
 use memstate_file::{FileStream, FileStreamConfig};
 use serde_json::json;
 
 use crate::CliError;
 
 /// Prints every record of a file journal as decoded envelopes, one JSON line
-/// each, then reports a torn tail, corruption or data loss the way the engine
+/// each (with the codec of its frame; commands of a binary frame are shown
+/// as JSON), then names the stream's codec (from its Genesis record) and reports a torn tail, corruption or data loss the way the engine
 /// would. Never modifies the journal, unless `--accept-data-loss` is given.
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
@@ -38,14 +41,21 @@ pub async fn run(args: &InspectArgs) -> Result<bool, CliError> {
     let mut out = stdout.lock();
     let mut envelopes = 0u64;
     let mut bad = 0u64;
+    let mut stream_codec = None;
     for record in &report.records {
-        match decode_frame(&record.payload) {
-            Ok(list) => {
+        match decode_frame_with_codec(&record.payload) {
+            Ok((codec, list)) => {
                 for (i, e) in list.iter().enumerate() {
                     envelopes += 1;
+                    if let (None, Body::Control(Control::Genesis(settings))) =
+                        (stream_codec, &e.body)
+                    {
+                        stream_codec = Some(settings.command_codec);
+                    }
                     if !args.summary {
                         let line = json!({
                             "cursor": record.cursor.as_str(),
+                            "codec": codec,
                             "index_in_frame": i,
                             "kind": e.kind(),
                             "model_version": e.model_version,
@@ -69,8 +79,12 @@ pub async fn run(args: &InspectArgs) -> Result<bool, CliError> {
         }
     }
     drop(out);
+    let codec = stream_codec.map_or_else(
+        || "unknown (no Genesis record)".to_owned(),
+        |c| c.to_string(),
+    );
     eprintln!(
-        "{}: {} segment(s), {} record(s), {envelopes} envelope(s), {bad} record(s) that are not frames",
+        "{}: {} segment(s), {} record(s), {envelopes} envelope(s), {bad} record(s) that are not frames; command codec {codec}",
         report.dir.display(),
         report.segments.len(),
         report.records.len()

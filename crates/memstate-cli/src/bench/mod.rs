@@ -20,6 +20,7 @@
 //! See `docs/benchmarks.md`.
 
 pub(crate) mod cluster;
+mod codec;
 mod events;
 mod file;
 mod http;
@@ -69,6 +70,8 @@ pub enum Part {
     /// `POST /commands/put` to a `memstate serve`-equivalent server against
     /// `Engine::execute` on the same engine and file journal.
     Http,
+    /// Encoding and decoding a command and a frame in each codec candidate.
+    Codec,
 }
 
 /// Measures memstate against the raw backends and SQLite.
@@ -416,6 +419,9 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
     }
     if wanted(&args, Part::Http) {
         extras.push(http::run(&plan, args.http_clients, &work).await);
+    }
+    if wanted(&args, Part::Codec) {
+        extras.push(codec::run(&plan));
     }
 
     let mut report = Report {

@@ -7,20 +7,24 @@
 //! journals hold: one command per record (a single client, no group commit)
 //! and 64 per record (a busy node's group commit). Each journal is read three
 //! ways: records only (the adapter's limit), records decoded (frame and
-//! command JSON), and a full engine start (decode, de-duplicate, apply).
+//! command), and a full engine start (decode, de-duplicate, apply). Each
+//! codec writes its own pair of journals: the codec is a dimension.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use memstate_core::envelope::{decode_frame, encode_envelope, encode_frame};
-use memstate_core::{Body, Consistency, Control, EngineBuilder, Settings, Stream};
+use memstate_core::envelope::{decode_frame, encode_envelope_as, encode_frame_as, frame_codec};
+use memstate_core::{
+    Body, Codec, CommandId, Consistency, Control, EncodedCommand, EngineBuilder, Envelope, NodeId,
+    Settings, Stream,
+};
 use memstate_file::FileStream;
 use serde::Serialize;
 
 use super::Plan;
 use super::memory::rss_bytes;
-use super::workload::{INITIAL_BALANCE, account, envelope_for, now_ms, transfer};
+use super::workload::{INITIAL_BALANCE, account, now_ms, transfer};
 use crate::bank::{Bank, BankCommand};
 
 /// Envelopes per record in the journals replayed.
@@ -33,6 +37,8 @@ const CHUNK: usize = 64 * 256;
 /// One journal's replay figures.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Replay {
+    /// The stream's command codec.
+    pub codec: Codec,
     /// Commands per record.
     pub commands_per_record: usize,
     /// Commands in the journal (plus one Genesis record).
@@ -102,21 +108,32 @@ impl Rate {
 ///
 /// I/O, decoding or engine failures, as text.
 pub(crate) async fn run(plan: &Plan, work: &Path) -> Result<Vec<Replay>, String> {
+    let mut out = Vec::new();
+    for codec in Codec::ALL {
+        out.extend(run_codec(plan, work, codec).await?);
+    }
+    Ok(out)
+}
+
+/// Writes and replays the journals of one codec.
+async fn run_codec(plan: &Plan, work: &Path, codec: Codec) -> Result<Vec<Replay>, String> {
     let commands = plan.replay_commands;
     plan.progress(&format!(
-        "replay: writing {commands} commands into journals of {PACKINGS:?} commands per record"
+        "replay ({codec}): writing {commands} commands into journals of {PACKINGS:?} commands per record"
     ));
     let dirs: Vec<_> = PACKINGS
         .iter()
-        .map(|k| work.join(format!("replay-{k}")))
+        .map(|k| work.join(format!("replay-{codec}-{k}")))
         .collect();
-    let (generated, seconds) = generate(&dirs, commands, plan.accounts).await?;
+    let (generated, seconds) = generate(&dirs, commands, plan.accounts, codec).await?;
     let mut out = Vec::new();
     for ((dir, &per_record), (records, bytes)) in dirs.iter().zip(&PACKINGS).zip(generated) {
         let read = read_all(dir, false).await?;
         let decode = read_all(dir, true).await?;
-        let (engine, rss, window) = start_engine(dir, records, commands, plan.accounts).await?;
+        let (engine, rss, window) =
+            start_engine(dir, records, commands, plan.accounts, codec).await?;
         let replay = Replay {
+            codec,
             commands_per_record: per_record,
             commands,
             records,
@@ -131,7 +148,7 @@ pub(crate) async fn run(plan: &Plan, work: &Path) -> Result<Vec<Replay>, String>
             window,
         };
         plan.progress(&format!(
-            "replay {per_record:>2}/record: read {:>9.0} records/s, decode {:>9.0} commands/s, engine {:>9.0} commands/s ({:.2} s)",
+            "replay {codec:>7} {per_record:>2}/record: read {:>9.0} records/s, decode {:>9.0} commands/s, engine {:>9.0} commands/s ({:.2} s)",
             replay.read.records_per_sec,
             replay.decode.commands_per_sec,
             replay.engine.commands_per_sec,
@@ -142,6 +159,19 @@ pub(crate) async fn run(plan: &Plan, work: &Path) -> Result<Vec<Replay>, String>
         let _ = tokio::fs::remove_dir_all(dir).await;
     }
     Ok(out)
+}
+
+/// An envelope as the engine writes it for `body` at `ts`.
+fn envelope(body: Body, ts: u64) -> Envelope {
+    Envelope {
+        id: CommandId::random(),
+        origin: NodeId::new("bench-replay"),
+        ts,
+        epoch: None,
+        model_version: 1,
+        reads: 1,
+        body,
+    }
 }
 
 /// The `i`-th command of the generated history: the accounts first, then transfers.
@@ -162,6 +192,7 @@ async fn generate(
     dirs: &[std::path::PathBuf],
     commands: u64,
     accounts: u64,
+    codec: Codec,
 ) -> Result<(Vec<(u64, u64)>, f64), String> {
     let started = Instant::now();
     let mut streams = Vec::new();
@@ -173,12 +204,12 @@ async fn generate(
                 .map_err(|e| format!("creating {}: {e}", dir.display()))?,
         );
     }
-    let genesis = memstate_core::Envelope {
-        body: Body::Control(Control::Genesis(Settings::default())),
-        ..envelope_for(&command(0, 1), "bench-replay", now_ms())
-    };
-    let genesis = encode_envelope(&genesis).map_err(|e| e.to_string())?;
-    let genesis = Bytes::from(encode_frame([genesis.as_slice()]));
+    let body = Body::Control(Control::Genesis(Settings::default().with_codec(codec)));
+    // A Genesis record is JSON in every stream.
+    let genesis_codec = frame_codec(codec, &body);
+    let genesis =
+        encode_envelope_as(genesis_codec, &envelope(body, now_ms())).map_err(|e| e.to_string())?;
+    let genesis = Bytes::from(encode_frame_as(genesis_codec, [genesis.as_slice()]));
     let mut counts = vec![(1u64, genesis.len() as u64); dirs.len()];
     for stream in &streams {
         append(stream, vec![genesis.clone()]).await?;
@@ -192,12 +223,10 @@ async fn generate(
                 .map(|i| {
                     // A thousand commands per millisecond of envelope time: a
                     // fast but plausible history.
-                    encode_envelope(&envelope_for(
-                        &command(i, accounts),
-                        "bench-replay",
-                        ts + i / 1000,
-                    ))
-                    .map_err(|e| e.to_string())
+                    let command = EncodedCommand::encode_as(codec, &command(i, accounts))
+                        .map_err(|e| e.to_string())?;
+                    encode_envelope_as(codec, &envelope(Body::Command(command), ts + i / 1000))
+                        .map_err(|e| e.to_string())
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
@@ -206,7 +235,7 @@ async fn generate(
         for ((stream, per_record), count) in streams.iter().zip(PACKINGS).zip(counts.iter_mut()) {
             let frames: Vec<Bytes> = encoded
                 .chunks(per_record)
-                .map(|group| Bytes::from(encode_frame(group.iter().map(Vec::as_slice))))
+                .map(|group| Bytes::from(encode_frame_as(codec, group.iter().map(Vec::as_slice))))
                 .collect();
             count.0 += frames.len() as u64;
             count.1 += frames.iter().map(|f| f.len() as u64).sum::<u64>();
@@ -272,6 +301,7 @@ async fn start_engine(
     records: u64,
     commands: u64,
     accounts: u64,
+    codec: Codec,
 ) -> Result<(Rate, Option<f64>, WindowOverhead), String> {
     let before = rss_bytes();
     let started = Instant::now();
@@ -280,6 +310,7 @@ async fn start_engine(
         .map_err(|e| format!("opening {}: {e}", dir.display()))?;
     let engine = EngineBuilder::new(Bank::default(), stream)
         .node_id("bench-replayer")
+        .codec(codec)
         .startup_timeout(Duration::from_secs(600))
         .start()
         .await

@@ -346,10 +346,12 @@ pub(crate) fn table(report: &Report) -> String {
             for r in result {
                 let _ = writeln!(
                     out,
-                    "{:>2} commands/record, {} commands in {} records: read {:.0} records/s; decode {:.0} commands/s; engine start {:.2} s = {:.0} records/s, {:.0} commands/s (engine/read {:.2}, engine/decode {:.2})",
+                    "{:>7} {:>2} commands/record, {} commands in {} records ({} bytes): read {:.0} records/s; decode {:.0} commands/s; engine start {:.2} s = {:.0} records/s, {:.0} commands/s (engine/read {:.2}, engine/decode {:.2})",
+                    r.codec,
                     r.commands_per_record,
                     r.commands,
                     r.records,
+                    r.payload_bytes,
                     r.read.records_per_sec,
                     r.decode.commands_per_sec,
                     r.engine.seconds,
