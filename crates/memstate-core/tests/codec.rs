@@ -191,6 +191,14 @@ async fn a_node_configured_with_another_codec_refuses_the_stream_naming_both() {
             "{differences:?}"
         );
         assert!(reason.to_string().contains(&expected), "{reason}");
+        // A build from before codecs sees only the format version (it ignores
+        // the codec field it does not know): that alone makes it refuse.
+        let versions = format!(
+            "format_version: {} vs {}",
+            configured.format_version(),
+            created.format_version()
+        );
+        assert!(differences.contains(&versions), "{differences:?}");
     }
 }
 
