@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use memstate_core::{Engine, EngineBuilder, FileSnapshotStore, SnapshotPolicy};
+use memstate_core::{Codec, Engine, EngineBuilder, FileSnapshotStore, SnapshotPolicy};
 use memstate_server::kv::{self, KvStore};
 use memstate_server::{EventFeed, PrometheusHandle, ServerBuilder, TlsConfig};
 
@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// How long a command may wait to come back from the stream.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub execute_timeout: u64,
+    /// The command codec of a stream this node creates (json or msgpack); on
+    /// an existing stream it must be the stream's, or the node refuses it.
+    #[arg(long, default_value = "json", value_name = "CODEC")]
+    pub codec: Codec,
 }
 
 async fn shutdown_signal() {
@@ -105,7 +109,8 @@ pub async fn run(args: ServeArgs) -> Result<bool, CliError> {
     // accepted $maxAge): a node restarts only from a snapshot within it.
     let retention = stream.retention();
     let mut builder = EngineBuilder::with_shared_stream(KvStore::default(), stream)
-        .execute_timeout(Duration::from_secs(args.execute_timeout));
+        .execute_timeout(Duration::from_secs(args.execute_timeout))
+        .codec(args.codec);
     if let Some(id) = &args.node_id {
         builder = builder.node_id(id.clone());
     }

@@ -344,6 +344,7 @@ mod tests {
             accounts: 10,
             replay_commands: 1,
             memory_accounts: 0,
+            codec: memstate_core::Codec::Json,
             payload_size: 0,
         }
     }

@@ -140,6 +140,10 @@ pub struct BenchArgs {
     /// Closed-loop HTTP clients of the HTTP tier (and embedded callers it is compared with).
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub http_clients: usize,
+    /// The command codec of the streams the engine tiers create (json or
+    /// msgpack; the replay part always runs both).
+    #[arg(long, value_name = "CODEC", default_value = "json")]
+    pub codec: memstate_core::Codec,
     /// Where the JSON results go.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub out_dir: PathBuf,
@@ -165,6 +169,8 @@ pub(crate) struct Plan {
     pub accounts: u64,
     pub replay_commands: u64,
     pub memory_accounts: u64,
+    /// The command codec of the streams the engine tiers create.
+    pub codec: memstate_core::Codec,
     /// Bytes of one raw operation: a one-command frame as the engine writes it.
     pub payload_size: usize,
 }
@@ -219,7 +225,8 @@ impl Plan {
             accounts: pick(args.accounts, 1000, 100).max(2),
             replay_commands: pick(args.replay_commands, 1_000_000, 20_000).max(1),
             memory_accounts: pick(args.memory_accounts, 1_000_000, 100_000),
-            payload_size: workload::command_frame_size("bench-file"),
+            codec: args.codec,
+            payload_size: workload::command_frame_size(args.codec, "bench-file"),
         })
     }
 

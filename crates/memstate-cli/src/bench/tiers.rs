@@ -288,7 +288,9 @@ pub(crate) async fn start_engine<M: Model>(
     node: &str,
     plan: &Plan,
 ) -> Result<Engine<M>, String> {
-    let mut builder = EngineBuilder::with_shared_stream(model, stream).node_id(node);
+    let mut builder = EngineBuilder::with_shared_stream(model, stream)
+        .node_id(node)
+        .codec(plan.codec);
     if let Some(n) = plan.max_in_flight_appends {
         builder = builder.max_in_flight_appends(n);
     }

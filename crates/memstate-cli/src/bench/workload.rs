@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use memstate_core::envelope::{encode_envelope, encode_frame};
-use memstate_core::{Body, CommandId, CommandJson, Engine, Envelope, ExecuteError, NodeId};
+use memstate_core::envelope::{encode_envelope_as, encode_frame_as};
+use memstate_core::{Body, Codec, CommandId, CommandJson, Engine, Envelope, ExecuteError, NodeId};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -75,10 +75,10 @@ pub(crate) fn envelope_for(command: &BankCommand, origin: &str, ts: u64) -> Enve
 
 /// The size of a one-envelope frame carrying a typical transfer: what the
 /// engine appends for one command, and so the payload of one raw operation.
-pub(crate) fn command_frame_size(origin: &str) -> usize {
+pub(crate) fn command_frame_size(codec: Codec, origin: &str) -> usize {
     let envelope = envelope_for(&transfer(1_000_000, 7, 7), origin, now_ms());
-    let encoded = encode_envelope(&envelope).unwrap_or_default();
-    encode_frame([encoded.as_slice()]).len()
+    let encoded = encode_envelope_as(codec, &envelope).unwrap_or_default();
+    encode_frame_as(codec, [encoded.as_slice()]).len()
 }
 
 /// A payload of `size` bytes (at least 16) that starts with a tag naming the
@@ -266,8 +266,10 @@ mod tests {
 
     #[test]
     fn a_command_frame_is_a_few_hundred_bytes() {
-        let size = command_frame_size("bench-file");
+        let size = command_frame_size(Codec::Json, "bench-file");
         assert!((100..400).contains(&size), "{size}");
+        let binary = command_frame_size(Codec::MsgPack, "bench-file");
+        assert!((50..size).contains(&binary), "{binary} against {size}");
     }
 
     #[tokio::test]
