@@ -41,6 +41,30 @@ struct Candidate {
     frame_decode_ns_per_envelope: f64,
 }
 
+impl Candidate {
+    /// From a command's size and (encode, decode) times, and a frame's size
+    /// and (encode, decode) times for the whole frame.
+    fn of(
+        format: &'static str,
+        command_bytes: usize,
+        (command_encode_ns, command_decode_ns): (f64, f64),
+        frame_bytes: usize,
+        (frame_encode, frame_decode): (f64, f64),
+    ) -> Self {
+        let per = FRAME as f64;
+        Self {
+            format,
+            command_bytes,
+            command_encode_ns,
+            command_decode_ns,
+            frame_bytes,
+            frame_bytes_per_envelope: frame_bytes as f64 / per,
+            frame_encode_ns_per_envelope: frame_encode / per,
+            frame_decode_ns_per_envelope: frame_decode / per,
+        }
+    }
+}
+
 /// The envelope as a plain serde structure, for the formats memstate does
 /// not frame itself.
 #[derive(Serialize, Deserialize)]
@@ -177,19 +201,17 @@ fn memstate_frames(codec: Codec, rounds: usize) -> Result<Candidate, String> {
         }
         Ok(())
     })?;
-    Ok(Candidate {
-        format: match codec {
-            Codec::Json => "json (memstate frame)",
-            _ => "msgpack (memstate frame)",
-        },
-        command_bytes: encoded.as_bytes().len(),
-        command_encode_ns,
-        command_decode_ns,
-        frame_bytes: frame.len(),
-        frame_bytes_per_envelope: frame.len() as f64 / FRAME as f64,
-        frame_encode_ns_per_envelope: frame_encode / FRAME as f64,
-        frame_decode_ns_per_envelope: frame_decode / FRAME as f64,
-    })
+    let format = match codec {
+        Codec::Json => "json (memstate frame)",
+        _ => "msgpack (memstate frame)",
+    };
+    Ok(Candidate::of(
+        format,
+        encoded.as_bytes().len(),
+        (command_encode_ns, command_decode_ns),
+        frame.len(),
+        (frame_encode, frame_decode),
+    ))
 }
 
 /// The figures of a serde format encoding the plain structures.
@@ -216,16 +238,13 @@ fn plain(format: &Format, rounds: usize) -> Result<Candidate, String> {
     let frame_decode = per_call(rounds, || {
         (format.decode_frame)(black_box(&frame)).map(drop)
     })?;
-    Ok(Candidate {
-        format: format.name,
-        command_bytes: bytes.len(),
-        command_encode_ns,
-        command_decode_ns,
-        frame_bytes: frame.len(),
-        frame_bytes_per_envelope: frame.len() as f64 / FRAME as f64,
-        frame_encode_ns_per_envelope: frame_encode / FRAME as f64,
-        frame_decode_ns_per_envelope: frame_decode / FRAME as f64,
-    })
+    Ok(Candidate::of(
+        format.name,
+        bytes.len(),
+        (command_encode_ns, command_decode_ns),
+        frame.len(),
+        (frame_encode, frame_decode),
+    ))
 }
 
 fn measure(plan: &Plan) -> Result<Vec<Candidate>, String> {
