@@ -46,6 +46,10 @@ enum Command {
     #[cfg(feature = "bench")]
     #[command(hide = true)]
     BenchNode(bench::cluster::node::NodeArgs),
+    /// One case of `memstate bench`'s snapshot tier (run by the bench).
+    #[cfg(feature = "bench")]
+    #[command(hide = true)]
+    BenchSnapshotCase(bench::snapshot_case::CaseArgs),
     /// Drop file-journal segments before every node's oldest snapshot (opt-in).
     Truncate(truncate::TruncateArgs),
     /// Model versions of a stream: status, activate a version, forget a node.
@@ -96,6 +100,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             #[cfg(feature = "bench")]
             Command::BenchNode(args) => bench::cluster::node::run(args).await,
+            #[cfg(feature = "bench")]
+            Command::BenchSnapshotCase(args) => bench::snapshot_case::run(args).await,
             Command::Truncate(args) => truncate::run(args).await,
             Command::Upgrade(args) => upgrade::run(args).await,
         }

@@ -31,6 +31,8 @@ mod memory;
 mod query;
 mod replay;
 mod report;
+pub(crate) mod snapshot_case;
+mod snapshot;
 mod sqlite;
 mod targets;
 mod tiers;
@@ -72,6 +74,9 @@ pub enum Part {
     Http,
     /// Encoding and decoding a command and a frame in each codec candidate.
     Codec,
+    /// Snapshot pause, peak memory, size, write and restore time of a
+    /// 1M- and a 10M-account model, copied (`std`) and shared (`imbl`).
+    Snapshot,
 }
 
 /// Measures memstate against the raw backends and SQLite.
@@ -111,6 +116,14 @@ pub struct BenchArgs {
     /// Accounts built for the memory figure (default 1000000; --quick 100000).
     #[arg(long, value_name = "N")]
     pub memory_accounts: Option<u64>,
+    /// Accounts of the snapshot tier's models (comma-separated; default
+    /// 1000000,10000000; --quick 100000).
+    #[arg(long, value_name = "N", value_delimiter = ',')]
+    pub snapshot_accounts: Vec<u64>,
+    /// Deposits replayed before each snapshot, so the de-duplication window
+    /// holds their ids (default 1000000, the window's count bound; --quick 20000).
+    #[arg(long, value_name = "N")]
+    pub snapshot_commands: Option<u64>,
     /// Where the servers answer; Kafka and Kinesis are not run without them.
     #[command(flatten)]
     pub endpoints: crate::backend::EndpointArgs,
@@ -429,6 +442,9 @@ pub async fn run(args: BenchArgs) -> Result<bool, CliError> {
     }
     if wanted(&args, Part::Codec) {
         extras.push(codec::run(&plan));
+    }
+    if wanted(&args, Part::Snapshot) {
+        extras.push(snapshot::run(&plan, &args, &work).await);
     }
 
     let mut report = Report {
