@@ -9,9 +9,16 @@
 //! its caller learns that first outcome. A command *fenced* in single-leader
 //! mode (wrong leader or epoch) is not decided: nothing happened, so its id
 //! stays out of the window and a retry on the real leader applies.
+//!
+//! The window is part of the replicated state that a snapshot copies while
+//! applying waits, and it may hold millions of ids: it is built on
+//! persistent collections (`imbl`), so that copy shares its structure and
+//! costs the same at any size; applying after it copies only the nodes it
+//! touches while the snapshot still holds them.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
+
+use imbl::{HashMap, Vector};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,13 +78,16 @@ pub(crate) struct Seen {
 ///
 /// The accounted size (see [`DedupWindow::max_bytes`]) is not serialized: it
 /// follows from the entries, and is recounted when a snapshot is read.
+///
+/// A clone is O(1): the maps and the queue are persistent (shared nodes,
+/// copied on write), which is what keeps a snapshot's pause flat.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(from = "DedupRepr")]
 pub(crate) struct Dedup {
     seen: HashMap<CommandId, u64>,
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     rejected: HashMap<CommandId, Rejection>,
-    order: VecDeque<(CommandId, u64)>,
+    order: Vector<(CommandId, u64)>,
     newest_ts: u64,
     /// The rejection texts' bytes, the variable part of the accounted size.
     #[serde(skip)]
@@ -91,7 +101,7 @@ struct DedupRepr {
     seen: HashMap<CommandId, u64>,
     #[serde(default)]
     rejected: HashMap<CommandId, Rejection>,
-    order: VecDeque<(CommandId, u64)>,
+    order: Vector<(CommandId, u64)>,
     newest_ts: u64,
 }
 
@@ -342,5 +352,50 @@ mod tests {
         let old = serde_json::json!({ "max_age_ms": 600000, "max_entries": 1000000 });
         let window: DedupWindow = serde_json::from_value(old).unwrap();
         assert_eq!(window, DedupWindow::default());
+    }
+
+    /// A snapshot holds a clone of the window while applying goes on: the
+    /// clone must not see what the original does after it, insertions or
+    /// expiries, although the two share their structure.
+    #[test]
+    fn a_clone_keeps_its_window_while_the_original_moves_on() {
+        let window = DedupWindow {
+            max_age_ms: u64::MAX,
+            max_entries: 1000,
+            ..DedupWindow::default()
+        };
+        let mut d = Dedup::default();
+        let ids: Vec<CommandId> = (0..2000).map(|_| CommandId::random()).collect();
+        for (i, id) in ids.iter().take(1000).enumerate() {
+            let why = (i % 100 == 0).then(|| Rejection::Panicked {
+                message: format!("boom {i}"),
+            });
+            d.insert(*id, i as u64 + 1, why, 10, &window);
+        }
+        let copy = d.clone();
+        let before = serde_json::to_value(&copy).unwrap();
+        for (i, id) in ids.iter().enumerate().skip(1000) {
+            d.insert(*id, i as u64 + 1, None, 11, &window);
+        }
+        assert_eq!(d.len(), 1000);
+        assert_eq!(d.get(&ids[0]), None, "the original expired the oldest");
+        assert_eq!(d.get(&ids[1999]).map(|s| s.index), Some(2000));
+        assert_eq!(copy.len(), 1000);
+        assert_eq!(copy.get(&ids[1999]), None, "the clone saw nothing after it");
+        assert_eq!(
+            copy.get(&ids[0]),
+            Some(Seen {
+                index: 1,
+                rejected: Some(Rejection::Panicked {
+                    message: "boom 0".into()
+                })
+            })
+        );
+        assert_eq!(serde_json::to_value(&copy).unwrap(), before);
+        let texts: u64 = (0..1000)
+            .step_by(100)
+            .map(|i| format!("boom {i}").len() as u64)
+            .sum();
+        assert_eq!(copy.bytes(), 1000 * DedupWindow::ENTRY_BYTES + texts);
     }
 }

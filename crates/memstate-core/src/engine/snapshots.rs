@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use super::Node;
 use super::apply::check_settings;
@@ -16,9 +17,13 @@ use crate::envelope::NodeId;
 use crate::error::Error;
 use crate::model::Model;
 use crate::settings::Settings;
-use crate::snapshot::{SnapshotError, SnapshotMeta, SnapshotPolicy, SnapshotStore};
+use crate::snapshot::{BodyWriter, SnapshotError, SnapshotMeta, SnapshotPolicy, SnapshotStore};
 
-pub(crate) type Encode<M> = fn(&M) -> Result<serde_json::Value, serde_json::Error>;
+/// Serializes the model into a writer (no copy of it in memory).
+pub(crate) type Encode<M> = fn(&M, &mut dyn std::io::Write) -> Result<(), serde_json::Error>;
+/// Decodes the model from its JSON text (a snapshot of this model version).
+type DecodeText<M> = fn(&str) -> Result<M, serde_json::Error>;
+/// Decodes the model from a migrated JSON value (an older model version).
 type Decode<M> = fn(serde_json::Value) -> Result<M, serde_json::Error>;
 
 /// A store, a policy, and how to (de)serialize the model.
@@ -26,6 +31,7 @@ pub(crate) struct SnapshotHooks<M> {
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) policy: SnapshotPolicy,
     encode: Encode<M>,
+    decode_text: DecodeText<M>,
     decode: Decode<M>,
 }
 
@@ -50,7 +56,8 @@ impl<M: Model + Serialize + DeserializeOwned> SnapshotHooks<M> {
         Self {
             store,
             policy,
-            encode: |m| serde_json::to_value(m),
+            encode: |m, w| serde_json::to_writer(w, m),
+            decode_text: |text| serde_json::from_str(text),
             decode: serde_json::from_value,
         }
     }
@@ -113,11 +120,15 @@ impl SnapshotProgress {
     }
 }
 
+/// A snapshot body as read: the model stays JSON text (borrowed from the
+/// body) until it is decoded, so no `Value` tree of it is built unless it
+/// must be migrated.
 #[derive(serde::Deserialize)]
-struct BodyIn {
+struct BodyIn<'a> {
     meta: SnapshotMeta,
     replicated: Replicated,
-    model: serde_json::Value,
+    #[serde(borrow)]
+    model: &'a RawValue,
 }
 
 /// A restored state.
@@ -252,7 +263,7 @@ fn read_model<M: Model>(
     hooks: &SnapshotHooks<M>,
     location: &str,
     version: u32,
-    mut value: serde_json::Value,
+    model: &RawValue,
 ) -> Result<M, Error> {
     let unreadable = |reason: String| {
         Error::Snapshot(SnapshotError::ModelUnreadable {
@@ -269,6 +280,11 @@ fn read_model<M: Model>(
             reads: M::VERSION,
         }));
     }
+    if version == M::VERSION {
+        return (hooks.decode_text)(model.get()).map_err(|e| unreadable(e.to_string()));
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_str(model.get()).map_err(|e| unreadable(e.to_string()))?;
     for step in version..M::VERSION {
         value = M::migrate_snapshot(step, value)
             .map_err(|e| unreadable(format!("migrating from model version {step} failed: {e}")))?;
@@ -276,20 +292,10 @@ fn read_model<M: Model>(
     (hooks.decode)(value).map_err(|e| unreadable(e.to_string()))
 }
 
-/// Serializes a copy of the state into a snapshot body, on a blocking thread,
-/// away from the engine's locks.
-pub(crate) fn encode<M: Model>(
-    encoder: Encode<M>,
-    node_id: &NodeId,
-    replicated: &Replicated,
-    model: &M,
-) -> Result<(SnapshotMeta, Vec<u8>), Error> {
-    let model = encoder(model).map_err(|e| {
-        Error::Snapshot(SnapshotError::Encoding(format!(
-            "the model cannot be serialized: {e}"
-        )))
-    })?;
-    let mut meta = SnapshotMeta {
+/// What a snapshot taken now of `replicated` says of itself (its size is
+/// known once written).
+fn snapshot_meta<M: Model>(node_id: &NodeId, replicated: &Replicated) -> SnapshotMeta {
+    SnapshotMeta {
         node_id: node_id.clone(),
         applied_index: replicated.applied_index,
         cursor: replicated.cursor.clone(),
@@ -299,19 +305,34 @@ pub(crate) fn encode<M: Model>(
             .unwrap_or(0),
         bytes: 0,
         model_version: M::VERSION,
+    }
+}
+
+/// Serializes a copy of the state into a snapshot body, streamed into `out`
+/// (the store's file): `{"meta":…,"replicated":…,"model":…}`. Runs on a
+/// blocking thread, away from the engine's locks.
+fn write_body<M: Model>(
+    encoder: Encode<M>,
+    meta: &SnapshotMeta,
+    replicated: &Replicated,
+    model: &M,
+    out: &mut dyn std::io::Write,
+) -> Result<(), SnapshotError> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        SnapshotError::Encoding(format!("{what} cannot be serialized: {e}"))
     };
-    let body = serde_json::to_vec(&serde_json::json!({
-        "meta": &meta,
-        "replicated": replicated,
-        "model": model,
-    }))
-    .map_err(|e| {
-        Error::Snapshot(SnapshotError::Encoding(format!(
-            "the snapshot cannot be serialized: {e}"
-        )))
-    })?;
-    meta.bytes = body.len() as u64;
-    Ok((meta, body))
+    let text = |out: &mut dyn std::io::Write, s: &str| {
+        out.write_all(s.as_bytes())
+            .map_err(|e| failed("the snapshot", &e))
+    };
+    text(out, "{\"meta\":")?;
+    serde_json::to_writer(&mut *out, meta).map_err(|e| failed("the snapshot's metadata", &e))?;
+    text(out, ",\"replicated\":")?;
+    serde_json::to_writer(&mut *out, replicated)
+        .map_err(|e| failed("the replicated state", &e))?;
+    text(out, ",\"model\":")?;
+    encoder(model, &mut *out).map_err(|e| failed("the model", &e))?;
+    text(out, "}")
 }
 
 /// The snapshot role of a node: its store and policy, and its bookkeeping.
@@ -401,15 +422,14 @@ impl<M: Model> Node<M> {
         (state, model): (Replicated, M),
     ) -> Result<SnapshotMeta, Error> {
         let encoder = hooks.encoder();
-        let node_id = self.info.node_id.clone();
-        let written = async {
-            let (meta, body) =
-                tokio::task::spawn_blocking(move || encode(encoder, &node_id, &state, &model))
-                    .await
-                    .map_err(|e| Error::Internal(format!("the snapshot task failed: {e}")))??;
-            hooks
+        let mut meta = snapshot_meta::<M>(&self.info.node_id, &state);
+        let written = async move {
+            let header = meta.clone();
+            let write: BodyWriter =
+                Box::new(move |out| write_body(encoder, &header, &state, &model, out));
+            meta.bytes = hooks
                 .store
-                .save(&meta, body)
+                .save_streamed(&meta, write)
                 .await
                 .map_err(Error::Snapshot)?;
             Ok(meta)

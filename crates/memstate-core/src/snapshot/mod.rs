@@ -13,12 +13,20 @@
 //! <body: JSON {"meta": {...}, "replicated": {...}, "model": ...}>
 //! ```
 //!
+//! The engine streams the body straight into the file
+//! ([`SnapshotStore::save_streamed`]): no copy of the body is held in memory.
+//! Its header is first written with a zero checksum and length, both of fixed
+//! width (`len=` has 20 digits, zero-padded), and rewritten in place once the
+//! body is written; readers parse `len=00000000000000001234` and `len=1234`
+//! alike, so the format (version 1) is the same either way and files written
+//! by earlier builds still load.
+//!
 //! Files are written atomically: a temporary file, fsync, rename, fsync of the
 //! directory. A file whose header, length or checksum does not match is
 //! reported as corrupt and skipped in favour of an older one.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +34,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::NodeId;
 use crate::stream::Cursor;
+
+mod file;
+pub use file::FileSnapshotStore;
 
 /// The snapshot format this build writes and reads.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
@@ -133,6 +144,31 @@ pub trait SnapshotStore: Send + Sync + fmt::Debug + 'static {
     /// I/O failures; nothing partial is ever visible.
     async fn save(&self, meta: &SnapshotMeta, body: Vec<u8>) -> Result<(), SnapshotError>;
 
+    /// Stores a snapshot whose body `write` produces, atomically like
+    /// [`save`](SnapshotStore::save); returns the body's size in bytes.
+    /// `write` runs on a blocking thread. The default collects the body in
+    /// memory and calls `save`; [`FileSnapshotStore`] streams it into the
+    /// file, so a large model's snapshot never holds its body in memory.
+    ///
+    /// # Errors
+    ///
+    /// What `write` returns, or I/O failures; nothing partial is ever visible.
+    async fn save_streamed(
+        &self,
+        meta: &SnapshotMeta,
+        write: BodyWriter,
+    ) -> Result<u64, SnapshotError> {
+        let body = tokio::task::spawn_blocking(move || {
+            let mut body = Vec::new();
+            write(&mut body).map(|()| body)
+        })
+        .await
+        .map_err(join_error)??;
+        let len = body.len() as u64;
+        self.save(meta, body).await?;
+        Ok(len)
+    }
+
     /// Stored snapshots, newest (highest applied index) first. Files that
     /// cannot even be listed properly are returned as errors in the list so
     /// the caller can report them.
@@ -149,6 +185,10 @@ pub trait SnapshotStore: Send + Sync + fmt::Debug + 'static {
     /// [`SnapshotError::Corrupt`] when its checks fail; I/O errors.
     async fn load(&self, snapshot: &StoredSnapshot) -> Result<Vec<u8>, SnapshotError>;
 }
+
+/// Produces a snapshot body into a writer (see [`SnapshotStore::save_streamed`]).
+pub type BodyWriter =
+    Box<dyn FnOnce(&mut dyn std::io::Write) -> Result<(), SnapshotError> + Send + 'static>;
 
 /// A snapshot as listed by a store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,259 +300,6 @@ impl SnapshotPolicy {
     }
 }
 
-/// Snapshots as files in one directory, per node:
-/// `<dir>/snapshot-<applied index, 20 digits>.snap`.
-#[derive(Clone, Debug)]
-pub struct FileSnapshotStore {
-    dir: PathBuf,
-    keep: usize,
-}
-
-impl FileSnapshotStore {
-    /// A store in `dir` (created when missing) keeping the 3 newest snapshots.
-    pub fn new(dir: impl AsRef<Path>) -> Self {
-        Self {
-            dir: dir.as_ref().to_path_buf(),
-            keep: 3,
-        }
-    }
-
-    /// Keeps the `keep` newest snapshots (at least 1); older ones are deleted after each save.
-    pub fn keep(mut self, keep: usize) -> Self {
-        self.keep = keep.max(1);
-        self
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn io(path: &Path, source: std::io::Error) -> SnapshotError {
-        SnapshotError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-
-    fn save_blocking(&self, meta: &SnapshotMeta, body: &[u8]) -> Result<(), SnapshotError> {
-        use std::io::Write;
-        std::fs::create_dir_all(&self.dir).map_err(|e| Self::io(&self.dir, e))?;
-        let name = format!("snapshot-{:020}.snap", meta.applied_index);
-        let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let header = format!(
-            "{MAGIC} v{SNAPSHOT_FORMAT_VERSION} crc32c={:08x} len={}\n",
-            crc32c::crc32c(body),
-            body.len()
-        );
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(|e| Self::io(&tmp, e))?;
-            f.write_all(header.as_bytes())
-                .map_err(|e| Self::io(&tmp, e))?;
-            f.write_all(body).map_err(|e| Self::io(&tmp, e))?;
-            f.sync_all().map_err(|e| Self::io(&tmp, e))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| Self::io(&path, e))?;
-        // The rename is durable only once the directory entry is.
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Self::io(&self.dir, e))?;
-        let listed = self.list_blocking()?;
-        for old in listed.iter().skip(self.keep) {
-            if let Err(e) = std::fs::remove_file(&old.location) {
-                tracing::warn!(path = %old.location, error = %e, "could not delete an old snapshot");
-            }
-        }
-        Ok(())
-    }
-
-    fn list_blocking(&self) -> Result<Vec<StoredSnapshot>, SnapshotError> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Self::io(&self.dir, e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Self::io(&self.dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Some(index) = name
-                .strip_prefix("snapshot-")
-                .and_then(|n| n.strip_suffix(".snap"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            out.push(StoredSnapshot {
-                applied_index: index,
-                location: entry.path().display().to_string(),
-            });
-        }
-        out.sort_by_key(|s| std::cmp::Reverse(s.applied_index));
-        Ok(out)
-    }
-
-    fn load_blocking(path: &Path) -> Result<Vec<u8>, SnapshotError> {
-        let bytes = std::fs::read(path).map_err(|e| Self::io(path, e))?;
-        let corrupt = |reason: String| SnapshotError::Corrupt {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let newline = bytes
-            .iter()
-            .position(|b| *b == b'\n')
-            .ok_or_else(|| corrupt("no header line".into()))?;
-        let header = std::str::from_utf8(&bytes[..newline])
-            .map_err(|_| corrupt("header is not text".into()))?;
-        let mut parts = header.split(' ');
-        if parts.next() != Some(MAGIC) {
-            return Err(corrupt(format!(
-                "not a memstate snapshot (header {header:?})"
-            )));
-        }
-        let version: u32 = parts
-            .next()
-            .and_then(|v| v.strip_prefix('v'))
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| corrupt("no format version".into()))?;
-        if version > SNAPSHOT_FORMAT_VERSION {
-            return Err(SnapshotError::UnknownVersion {
-                path: path.to_path_buf(),
-                found: version,
-                supported: SNAPSHOT_FORMAT_VERSION,
-            });
-        }
-        let crc = parts
-            .next()
-            .and_then(|v| v.strip_prefix("crc32c="))
-            .and_then(|v| u32::from_str_radix(v, 16).ok())
-            .ok_or_else(|| corrupt("no checksum".into()))?;
-        let len: usize = parts
-            .next()
-            .and_then(|v| v.strip_prefix("len="))
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| corrupt("no length".into()))?;
-        let body = &bytes[newline + 1..];
-        if body.len() != len {
-            return Err(corrupt(format!(
-                "body is {} bytes, header says {len}",
-                body.len()
-            )));
-        }
-        let actual = crc32c::crc32c(body);
-        if actual != crc {
-            return Err(corrupt(format!(
-                "checksum {actual:08x} does not match {crc:08x}"
-            )));
-        }
-        Ok(body.to_vec())
-    }
-}
-
 fn join_error(e: tokio::task::JoinError) -> SnapshotError {
     SnapshotError::Encoding(format!("snapshot task failed: {e}"))
-}
-
-#[async_trait]
-impl SnapshotStore for FileSnapshotStore {
-    async fn save(&self, meta: &SnapshotMeta, body: Vec<u8>) -> Result<(), SnapshotError> {
-        let store = self.clone();
-        let meta = meta.clone();
-        tokio::task::spawn_blocking(move || store.save_blocking(&meta, &body))
-            .await
-            .map_err(join_error)?
-    }
-
-    async fn list(&self) -> Result<Vec<StoredSnapshot>, SnapshotError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.list_blocking())
-            .await
-            .map_err(join_error)?
-    }
-
-    async fn load(&self, snapshot: &StoredSnapshot) -> Result<Vec<u8>, SnapshotError> {
-        let path = PathBuf::from(&snapshot.location);
-        tokio::task::spawn_blocking(move || Self::load_blocking(&path))
-            .await
-            .map_err(join_error)?
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(index: u64) -> SnapshotMeta {
-        SnapshotMeta {
-            node_id: NodeId::new("n"),
-            applied_index: index,
-            cursor: Some(Cursor::new(index.to_string())),
-            taken_at_ms: 0,
-            bytes: 0,
-            model_version: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn saved_snapshots_list_newest_first_and_old_ones_are_pruned() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileSnapshotStore::new(dir.path()).keep(2);
-        for i in [5, 10, 15] {
-            store
-                .save(&meta(i), format!("body {i}").into_bytes())
-                .await
-                .unwrap();
-        }
-        let listed = store.list().await.unwrap();
-        assert_eq!(
-            listed.iter().map(|s| s.applied_index).collect::<Vec<_>>(),
-            vec![15, 10]
-        );
-        assert_eq!(store.load(&listed[0]).await.unwrap(), b"body 15");
-    }
-
-    #[tokio::test]
-    async fn a_flipped_byte_is_reported_as_corrupt() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileSnapshotStore::new(dir.path());
-        store
-            .save(&meta(1), b"{\"model\":1}".to_vec())
-            .await
-            .unwrap();
-        let listed = store.list().await.unwrap();
-        let path = PathBuf::from(&listed[0].location);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 2;
-        bytes[last] ^= 0x40;
-        std::fs::write(&path, bytes).unwrap();
-        let err = store.load(&listed[0]).await.unwrap_err();
-        assert!(
-            matches!(err, SnapshotError::Corrupt { ref reason, .. } if reason.contains("checksum")),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_truncated_file_is_reported_as_corrupt() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileSnapshotStore::new(dir.path());
-        store.save(&meta(1), vec![b'x'; 100]).await.unwrap();
-        let listed = store.list().await.unwrap();
-        let path = PathBuf::from(&listed[0].location);
-        let bytes = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
-        assert!(matches!(
-            store.load(&listed[0]).await,
-            Err(SnapshotError::Corrupt { .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn an_empty_or_missing_directory_lists_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileSnapshotStore::new(dir.path().join("absent"));
-        assert!(store.list().await.unwrap().is_empty());
-    }
 }
