@@ -93,7 +93,10 @@ async fn snapshots_taken_during_writes_hold_the_state_at_their_own_position() {
     for w in writers {
         w.await.unwrap();
     }
-    let last = engine.query(Consistency::Local, Clone::clone).await.unwrap();
+    let last = engine
+        .query(Consistency::Local, Clone::clone)
+        .await
+        .unwrap();
     assert_eq!(last.order.len(), 1200);
 
     let store = FileSnapshotStore::new(dir.path());
@@ -150,7 +153,10 @@ async fn a_snapshot_in_the_layout_earlier_builds_wrote_still_restores() {
     for v in 50..60 {
         engine.execute(v).await.unwrap();
     }
-    let expected = engine.query(Consistency::Local, Clone::clone).await.unwrap();
+    let expected = engine
+        .query(Consistency::Local, Clone::clone)
+        .await
+        .unwrap();
     engine.shutdown().await;
 
     let store = FileSnapshotStore::new(dir.path());

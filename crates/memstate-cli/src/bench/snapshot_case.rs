@@ -315,13 +315,23 @@ async fn write_journal(dir: &std::path::Path, accounts: u64, commands: u64) -> R
         ..envelope_for(&deposit(0), "bench-snapshot", now_ms())
     };
     let genesis = encode_envelope(&genesis).map_err(|e| e.to_string())?;
-    append(&stream, vec![Bytes::from(encode_frame([genesis.as_slice()]))]).await?;
+    append(
+        &stream,
+        vec![Bytes::from(encode_frame([genesis.as_slice()]))],
+    )
+    .await?;
     let ts = now_ms();
     let mut next = 0;
     while next < commands {
         let end = (next + CHUNK).min(commands);
         let encoded = (next..end)
-            .map(|i| encode_envelope(&envelope_for(&deposit(i), "bench-snapshot", ts + i / 10_000)))
+            .map(|i| {
+                encode_envelope(&envelope_for(
+                    &deposit(i),
+                    "bench-snapshot",
+                    ts + i / 10_000,
+                ))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         let frames = encoded

@@ -328,8 +328,7 @@ fn write_body<M: Model>(
     text(out, "{\"meta\":")?;
     serde_json::to_writer(&mut *out, meta).map_err(|e| failed("the snapshot's metadata", &e))?;
     text(out, ",\"replicated\":")?;
-    serde_json::to_writer(&mut *out, replicated)
-        .map_err(|e| failed("the replicated state", &e))?;
+    serde_json::to_writer(&mut *out, replicated).map_err(|e| failed("the replicated state", &e))?;
     text(out, ",\"model\":")?;
     encoder(model, &mut *out).map_err(|e| failed("the model", &e))?;
     text(out, "}")

@@ -246,10 +246,10 @@ impl<W> Checksummed<W> {
     }
 
     fn keep<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
-        if let Err(e) = &r {
-            if self.error.is_none() {
-                self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
-            }
+        if let Err(e) = &r
+            && self.error.is_none()
+        {
+            self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
         }
         r
     }
@@ -397,7 +397,8 @@ mod tests {
                 Box::new(move |out| {
                     // In pieces, as a serializer writes.
                     for piece in body.chunks(4097) {
-                        out.write_all(piece).map_err(|e| SnapshotError::Encoding(e.to_string()))?;
+                        out.write_all(piece)
+                            .map_err(|e| SnapshotError::Encoding(e.to_string()))?;
                     }
                     Ok(())
                 }),
@@ -442,6 +443,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["snapshot-00000000000000000001.snap"], "no temporary file, no new snapshot");
+        assert_eq!(
+            names,
+            ["snapshot-00000000000000000001.snap"],
+            "no temporary file, no new snapshot"
+        );
     }
 }
