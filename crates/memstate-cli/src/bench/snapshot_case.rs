@@ -120,29 +120,24 @@ pub(crate) trait Accounts:
     fn count(&self) -> usize;
 }
 
-impl Accounts for BTreeMap<String, u64> {
-    fn put(&mut self, account: String, balance: u64) {
-        self.insert(account, balance);
-    }
-    fn balance(&self, account: &str) -> Option<u64> {
-        self.get(account).copied()
-    }
-    fn count(&self) -> usize {
-        self.len()
-    }
+/// Both designs answer the ledger's operations by the same method names.
+macro_rules! accounts {
+    ($($map:ty),*) => {$(
+        impl Accounts for $map {
+            fn put(&mut self, account: String, balance: u64) {
+                self.insert(account, balance);
+            }
+            fn balance(&self, account: &str) -> Option<u64> {
+                self.get(account).copied()
+            }
+            fn count(&self) -> usize {
+                self.len()
+            }
+        }
+    )*};
 }
 
-impl Accounts for imbl::OrdMap<String, u64> {
-    fn put(&mut self, account: String, balance: u64) {
-        self.insert(account, balance);
-    }
-    fn balance(&self, account: &str) -> Option<u64> {
-        self.get(account).copied()
-    }
-    fn count(&self) -> usize {
-        self.len()
-    }
-}
+accounts!(BTreeMap<String, u64>, imbl::OrdMap<String, u64>);
 
 impl<A: Accounts> Model for Ledger<A> {
     type Command = BankCommand;
