@@ -198,8 +198,8 @@ fn cpu_targets(out: &mut Vec<Target>, report: &Value) {
 fn replay_targets(out: &mut Vec<Target>, report: &Value) {
     // (codec, commands per record, commands/s)
     let bars: [(&str, u64, f64); 4] = [
-        ("compact", 64, 2_000_000.0),
-        ("compact", 1, 1_000_000.0),
+        ("msgpack", 64, 2_000_000.0),
+        ("msgpack", 1, 1_000_000.0),
         ("json", 64, 1_000_000.0),
         ("json", 1, 600_000.0),
     ];
@@ -384,7 +384,7 @@ mod tests {
             "replay": {"status": "run", "result": [
                 {"commands_per_record": 64, "engine": {"commands_per_sec": 1_200_000.0}, "ratio_to_decode": 0.7,
                  "window": {"rss_growth_mib_per_million_commands": 90.0, "accounted_mib_per_million": 91.6}},
-                {"codec": "compact", "commands_per_record": 1, "engine": {"commands_per_sec": 900_000.0}, "ratio_to_decode": 0.85,
+                {"codec": "msgpack", "commands_per_record": 1, "engine": {"commands_per_sec": 900_000.0}, "ratio_to_decode": 0.85,
                  "window": {}},
             ]},
             "query": {"status": "run", "result": {"writes_alone": {"per_sec": 1000.0}, "local": {"writes": {"per_sec": 850.0}}}},
@@ -440,16 +440,16 @@ mod tests {
         );
         let json64 = "replay, json codec, 64 commands/record: engine commands/s";
         assert_eq!(find(&t, json64).verdict, Verdict::Met);
-        let compact1 = "replay, compact codec, 1 commands/record: engine commands/s";
+        let compact1 = "replay, msgpack codec, 1 commands/record: engine commands/s";
         assert_eq!(find(&t, compact1).verdict, Verdict::Missed);
-        let compact64 = "replay, compact codec, 64 commands/record: engine commands/s";
+        let compact64 = "replay, msgpack codec, 64 commands/record: engine commands/s";
         assert_eq!(find(&t, compact64).verdict, Verdict::NotMeasured);
         assert_eq!(
             find(&t, "replay engine/decode, json codec, 64 commands/record").verdict,
             Verdict::Missed
         );
         assert_eq!(
-            find(&t, "replay engine/decode, compact codec, 1 commands/record").verdict,
+            find(&t, "replay engine/decode, msgpack codec, 1 commands/record").verdict,
             Verdict::Met
         );
         assert_eq!(
@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(
             find(
                 &t,
-                "memory overhead per million commands replayed, compact codec, 1 commands/record"
+                "memory overhead per million commands replayed, msgpack codec, 1 commands/record"
             )
             .verdict,
             Verdict::NotMeasured
