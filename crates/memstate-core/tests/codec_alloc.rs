@@ -23,6 +23,12 @@ static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// The counts are global: one measurement at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// And one test at a time, for the whole test: the counts cover every
+/// thread, so another test generating inputs (or printing a panic's
+/// backtrace) while a record is decoded would be counted against it; a
+/// loaded machine, which stretches each measurement, made that happen.
+static ONE_TEST_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Decodes `payload` as a frame and every command in it, as a JSON tree and
 /// as a list;
 /// returns the bytes that took, all allocations added up (growth included).
@@ -68,6 +74,7 @@ fn binary_command(command: &[u8]) -> Vec<u8> {
 
 #[test]
 fn crafted_lengths_do_not_allocate_beyond_the_record() {
+    let _alone = ONE_TEST_AT_A_TIME.lock();
     assert_eq!(Codec::MsgPack.to_string(), "msgpack");
     let crafted = [
         // An origin whose declared length is 2^63.
@@ -101,19 +108,23 @@ fn crafted_lengths_do_not_allocate_beyond_the_record() {
     assert!(allocated_decoding(&valid) > 0);
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(512),
+#[test]
+fn arbitrary_records_do_not_allocate_beyond_a_multiple_of_their_length() {
+    let _alone = ONE_TEST_AT_A_TIME.lock();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(512),
         failure_persistence: None,
         ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn arbitrary_records_do_not_allocate_beyond_a_multiple_of_their_length(
-        codec_id in 0..2u8,
-        binary_frame in any::<bool>(),
-        bytes in proptest::collection::vec(any::<u8>(), 0..512),
-    ) {
+    });
+    let records = (
+        0..2u8,
+        any::<bool>(),
+        proptest::collection::vec(any::<u8>(), 0..512),
+    );
+    let outcome = runner.run(&records, |(codec_id, binary_frame, bytes)| {
         let payload = if binary_frame {
             let mut frame = vec![BINARY_FRAME_MARKER, codec_id, 1];
             frame.extend_from_slice(&bytes);
@@ -122,6 +133,15 @@ proptest! {
             bytes
         };
         let allocated = allocated_decoding(&payload);
-        prop_assert!(allocated <= bound(payload.len()), "{} for {} bytes", allocated, payload.len());
+        prop_assert!(
+            allocated <= bound(payload.len()),
+            "{} for {} bytes",
+            allocated,
+            payload.len()
+        );
+        Ok(())
+    });
+    if let Err(failure) = outcome {
+        panic!("{failure}");
     }
 }
