@@ -225,6 +225,26 @@ pub enum FrameError {
         /// [`FORMAT_VERSION`].
         supported: u32,
     },
+    /// A Genesis record whose command codec this build does not know: a
+    /// newer build created the stream (or restated its settings).
+    #[error(
+        "a Genesis record names command codec {codec:?}, which this build does not know (it reads {}); a newer build wrote it: upgrade this node",
+        known_codecs()
+    )]
+    UnknownCodec {
+        /// The codec as the record names it (its JSON text when it is not a
+        /// string).
+        codec: String,
+    },
+}
+
+/// The codecs this build reads, for messages: `"json", "msgpack"`.
+pub(crate) fn known_codecs() -> String {
+    let names: Vec<String> = Codec::ALL
+        .iter()
+        .map(|c| format!("{:?}", c.name()))
+        .collect();
+    names.join(", ")
 }
 
 #[derive(Deserialize)]
@@ -339,6 +359,9 @@ pub fn decode_frame_with_codec(payload: &[u8]) -> Result<(Codec, Vec<Envelope>),
             let probe: VersionProbe = serde_json::from_slice(payload)
                 .map_err(|e| FrameError::NotAFrame(format!("no format version: {e}")))?;
             check_version(probe.v)?;
+            if let Some(codec) = unknown_genesis_codec(payload) {
+                return Err(FrameError::UnknownCodec { codec });
+            }
             return Err(FrameError::NotAFrame(format!(
                 "malformed frame: {malformed}"
             )));
@@ -349,6 +372,22 @@ pub fn decode_frame_with_codec(payload: &[u8]) -> Result<(Codec, Vec<Envelope>),
         return Err(FrameError::NotAFrame("frame holds no envelope".into()));
     }
     Ok((Codec::Json, frame.envelopes))
+}
+
+/// The command codec named by a Genesis record of a JSON frame that did not
+/// parse, when it is one this build does not know. Only bytes that already
+/// failed to parse come here, so the second parse costs nothing on the
+/// path of frames that are read.
+fn unknown_genesis_codec(payload: &[u8]) -> Option<String> {
+    let frame: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    frame.get("envelopes")?.as_array()?.iter().find_map(|e| {
+        let named = e.pointer("/body/control/genesis/command_codec")?;
+        match named.as_str() {
+            Some(name) if Codec::ALL.iter().any(|c| c.name() == name) => None,
+            Some(name) => Some(name.to_owned()),
+            None => Some(named.to_string()),
+        }
+    })
 }
 
 /// Refuses a format version this build does not read.

@@ -42,6 +42,28 @@ pub enum HaltReason {
         /// The entry that passes over this record ([`EngineBuilder::skip_records`](crate::EngineBuilder::skip_records)).
         skip: RecordSkip,
     },
+    /// A Genesis record names a command codec this build does not know: a
+    /// newer build wrote it. Always a halt, whatever the bad-record policy
+    /// (the record is a frame of a newer build, not foreign bytes); nothing
+    /// from it on is applied.
+    #[error(
+        "record {cursor} is a Genesis record naming command codec {codec:?}, which this build does not know (it reads {known}): a newer build of memstate wrote {what}. Nothing from it on is applied here; upgrade this node to a build that reads {codec:?}{or_skip}",
+        what = if .skip.is_some() { "this record" } else { "this stream" },
+        or_skip = or_skip(.skip.as_ref()),
+    )]
+    UnknownCodec {
+        /// Where.
+        cursor: Cursor,
+        /// The codec as the record names it.
+        codec: String,
+        /// The codecs this build reads, for the message.
+        known: String,
+        /// The entry that passes over the record, when it restates the
+        /// settings of a stream already started; `None` for the stream's
+        /// own Genesis record, which nothing gets past (the stream is of a
+        /// codec this build cannot read).
+        skip: Option<RecordSkip>,
+    },
     /// Bytes that are not a frame, under the `Halt` bad-record policy.
     #[error(
         "record {cursor} is not a memstate frame ({reason}) and the stream's policy is to halt; to pass over it on every node: skip_records [\"{skip}\"]"
@@ -117,6 +139,7 @@ impl HaltReason {
                 Some(SkipEntry::Record(skip.clone()))
             }
             Self::UpgradeRequired { skip, .. } => Some(skip.clone()),
+            Self::UnknownCodec { skip, .. } => skip.clone().map(SkipEntry::Record),
             Self::Poisoned { command_id, .. } | Self::UndecodableCommand { command_id, .. } => {
                 Some(SkipEntry::Command(*command_id))
             }
@@ -125,6 +148,14 @@ impl HaltReason {
             }
         }
     }
+}
+
+/// The way past an [`HaltReason::UnknownCodec`] halt by a skip, when there is one.
+fn or_skip(skip: Option<&RecordSkip>) -> String {
+    skip.map(|s| {
+        format!(", or, if no node will ever read it, pass over it on every node with skip_records [\"{s}\"]")
+    })
+    .unwrap_or_default()
 }
 
 /// Errors of the engine.
@@ -431,6 +462,15 @@ mod tests {
                 },
                 SkipEntry::Record(record.clone()),
             ),
+            (
+                HaltReason::UnknownCodec {
+                    cursor: Cursor::new("7"),
+                    codec: "cbor".into(),
+                    known: "\"json\"".into(),
+                    skip: Some(record.clone()),
+                },
+                SkipEntry::Record(record.clone()),
+            ),
         ];
         for (reason, entry) in cases {
             assert_eq!(reason.skip(), Some(entry.clone()), "{reason:?}");
@@ -457,6 +497,12 @@ mod tests {
                 first: Cursor::new("4"),
             },
             HaltReason::StreamFailed("gone".into()),
+            HaltReason::UnknownCodec {
+                cursor: Cursor::new("0"),
+                codec: "cbor".into(),
+                known: "\"json\"".into(),
+                skip: None,
+            },
         ] {
             assert_eq!(reason.skip(), None, "{reason}");
             assert!(!reason.to_string().contains("skip_"), "{reason}");

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
 use crate::dedup::{Dedup, Rejection, Seen};
-use crate::envelope::{Body, Control, Envelope, FrameError, NodeId, decode_frame_with_codec};
+use crate::envelope::{
+    Body, Control, Envelope, FrameError, NodeId, decode_frame_with_codec, known_codecs,
+};
 use crate::error::HaltReason;
 use crate::settings::{BadRecordPolicy, Settings, WriteMode};
 use crate::skip::{RecordSkip, SkipList};
@@ -163,6 +165,14 @@ impl Replicated {
                     skip: RecordSkip::of(record),
                 })
             }
+            // A newer build's stream (or settings): never skipped by the
+            // bad-record policy, a halt on every node of this build alike.
+            Err(FrameError::UnknownCodec { codec }) => Err(HaltReason::UnknownCodec {
+                cursor: record.cursor.clone(),
+                codec,
+                known: known_codecs(),
+                skip: self.genesis.as_ref().map(|_| RecordSkip::of(record)),
+            }),
             Err(FrameError::NotAFrame(reason)) => self.bad_record(record, reason),
         }
     }
