@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use memstate_core::envelope::decode_frame_with_codec;
+use memstate_core::envelope::{FrameError, decode_frame_with_codec};
 use memstate_core::{Body, Control};
 use memstate_file::{FileStream, FileStreamConfig};
 use serde_json::json;
@@ -48,9 +48,9 @@ pub async fn run(args: &InspectArgs) -> Result<bool, CliError> {
                 for (i, e) in list.iter().enumerate() {
                     envelopes += 1;
                     if let (None, Body::Control(Control::Genesis(settings))) =
-                        (stream_codec, &e.body)
+                        (&stream_codec, &e.body)
                     {
-                        stream_codec = Some(settings.command_codec);
+                        stream_codec = Some(settings.command_codec.to_string());
                     }
                     if !args.summary {
                         let line = json!({
@@ -66,6 +66,11 @@ pub async fn run(args: &InspectArgs) -> Result<bool, CliError> {
                 }
             }
             Err(err) => {
+                if let (None, FrameError::UnknownCodec { codec }) = (&stream_codec, &err) {
+                    stream_codec = Some(format!(
+                        "{codec:?}, which this build does not read: a newer build wrote this journal"
+                    ));
+                }
                 bad += 1;
                 if !args.summary {
                     let line = json!({
@@ -79,10 +84,7 @@ pub async fn run(args: &InspectArgs) -> Result<bool, CliError> {
         }
     }
     drop(out);
-    let codec = stream_codec.map_or_else(
-        || "unknown (no Genesis record)".to_owned(),
-        |c| c.to_string(),
-    );
+    let codec = stream_codec.unwrap_or_else(|| "unknown (no Genesis record)".to_owned());
     eprintln!(
         "{}: {} segment(s), {} record(s), {envelopes} envelope(s), {bad} record(s) that are not frames; command codec {codec}",
         report.dir.display(),
