@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use memstate_core::{
-    Consistency, Engine, EngineBuilder, EventError, EventWindow, EventsFrom, ExecuteError,
+    Codec, Consistency, Engine, EngineBuilder, EventError, EventWindow, EventsFrom, ExecuteError,
     FileSnapshotStore, SnapshotPolicy,
 };
 use tokio::task::JoinHandle;
@@ -57,6 +57,11 @@ pub struct DemoArgs {
     /// prints them (default: the top 2% of --max-amount).
     #[arg(long)]
     pub large: Option<u64>,
+    /// The command codec of the stream the demo creates (json or msgpack);
+    /// on an existing stream (--dir, --stream-name) it must be the stream's,
+    /// or the nodes refuse it. The final state is the same either way.
+    #[arg(long, default_value = "json", value_name = "CODEC")]
+    pub codec: Codec,
     /// Print no progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -128,8 +133,8 @@ fn xorshift(state: &mut u64) -> u64 {
 pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
     let opened = args.backend.open().await?;
     println!(
-        "memstate demo: {} nodes on {}",
-        args.nodes, opened.description
+        "memstate demo: {} nodes on {}, command codec {}",
+        args.nodes, opened.description, args.codec
     );
     let mut nodes: Vec<Engine<Bank>> = Vec::new();
     let snapshot_root = tempfile::Builder::new()
@@ -139,7 +144,7 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
     let snapshot_dir = |i: u16| snapshot_root.path().join(format!("node-{i}"));
     let policy = SnapshotPolicy::every_envelopes(args.snapshot_every.max(1));
     for i in 0..args.nodes {
-        let engine = node(&opened, i, snapshot_dir(i), policy.clone()).await?;
+        let engine = node(&opened, args.codec, i, snapshot_dir(i), policy.clone()).await?;
         nodes.push(engine);
     }
 
@@ -328,14 +333,21 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
 
     // Restart node-0 twice: from its newest snapshot, then from nothing.
     let started = Instant::now();
-    let restored = node(&opened, 0, snapshot_dir(0), policy.clone()).await?;
+    let restored = node(&opened, args.codec, 0, snapshot_dir(0), policy.clone()).await?;
     let from_snapshot = started.elapsed();
     let stats = restored.stats();
     let restored_hash = restored.query(Consistency::Local, Bank::state_hash).await?;
     restored.shutdown().await;
     let started = Instant::now();
     let empty_dir = snapshot_root.path().join("none");
-    let replayed = node(&opened, 0, empty_dir, SnapshotPolicy::on_demand()).await?;
+    let replayed = node(
+        &opened,
+        args.codec,
+        0,
+        empty_dir,
+        SnapshotPolicy::on_demand(),
+    )
+    .await?;
     let full = started.elapsed();
     let replayed_hash = replayed.query(Consistency::Local, Bank::state_hash).await?;
     let replayed_commands = replayed.stats().commands_applied;
@@ -379,6 +391,7 @@ pub async fn run(args: DemoArgs) -> Result<bool, CliError> {
 
 async fn node(
     opened: &crate::backend::Opened,
+    codec: Codec,
     i: u16,
     snapshots: std::path::PathBuf,
     policy: SnapshotPolicy,
@@ -397,6 +410,7 @@ async fn node(
     }
     Ok(EngineBuilder::with_shared_stream(Bank::default(), stream)
         .node_id(format!("node-{i}"))
+        .codec(codec)
         .snapshots(FileSnapshotStore::new(snapshots), policy)
         // Room for the watching node's subscriber to fall well behind a
         // fast run without losing events.
