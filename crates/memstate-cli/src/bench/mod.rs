@@ -33,6 +33,7 @@ mod replay;
 mod report;
 mod snapshot;
 pub(crate) mod snapshot_case;
+mod snapshot_writes;
 mod sqlite;
 mod targets;
 mod tiers;
@@ -124,6 +125,11 @@ pub struct BenchArgs {
     /// holds their ids (default 1000000, the window's count bound; --quick 20000).
     #[arg(long, value_name = "N")]
     pub snapshot_commands: Option<u64>,
+    /// Writers executing deposits while the snapshot tier's snapshot is
+    /// taken, one case per number (comma-separated; default 0,16: once while
+    /// nothing is written, once under 16 writers).
+    #[arg(long, value_name = "N", value_delimiter = ',')]
+    pub snapshot_writers: Vec<u32>,
     /// Where the servers answer; Kafka and Kinesis are not run without them.
     #[command(flatten)]
     pub endpoints: crate::backend::EndpointArgs,

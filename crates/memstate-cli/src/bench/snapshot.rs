@@ -3,10 +3,13 @@
 //! persistent `OrdMap` that a clone shares) and each size, one process
 //! (`snapshot_case.rs`) builds the model, replays a journal that fills the
 //! de-duplication window, takes one snapshot through `Engine::snapshot` and
-//! restarts from it. Reported: the model's resident memory, the pause of
-//! applying, the resident high-water mark during the snapshot and its ratio
-//! to the resident size before it, the snapshot's size, its write time and
-//! the restart's time. See `docs/operations.md`.
+//! restarts from it, once while nothing is written and once per number of
+//! `--snapshot-writers` executing deposits while the snapshot is taken.
+//! Reported: the model's resident memory, the pause of applying, the
+//! resident high-water mark during the snapshot and its ratio to the resident
+//! size before it, the snapshot's size, its write time, the restart's time
+//! and, under writes, the deposits done during the snapshot and the longest
+//! a writer waited. See `docs/operations.md`.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -37,15 +40,22 @@ pub(crate) async fn run(plan: &Plan, args: &BenchArgs, work: &Path) -> Extra {
     let commands = args
         .snapshot_commands
         .unwrap_or(if args.quick { 20_000 } else { 1_000_000 });
+    let mut writer_counts = args.snapshot_writers.clone();
+    if writer_counts.is_empty() {
+        writer_counts = vec![0, 16];
+    }
     let mut cases = Vec::new();
     for &accounts in &sizes {
-        for design in [Design::Std, Design::Imbl] {
+        for (design, writers) in [Design::Std, Design::Imbl]
+            .into_iter()
+            .flat_map(|d| writer_counts.iter().map(move |&w| (d, w)))
+        {
             plan.progress(&format!(
-                "snapshot: {} model of {accounts} accounts, {commands} ids in the window",
+                "snapshot: {} model of {accounts} accounts, {commands} ids in the window, {writers} writers",
                 design.name()
             ));
-            let dir = work.join(format!("snapshot-{}-{accounts}", design.name()));
-            let result = case(design, accounts, commands, &dir).await;
+            let dir = work.join(format!("snapshot-{}-{accounts}-{writers}", design.name()));
+            let result = case(design, accounts, commands, writers, &dir).await;
             let _ = tokio::fs::remove_dir_all(&dir).await;
             if let Ok(f) = &result {
                 plan.progress(&format!(
@@ -70,6 +80,7 @@ async fn case(
     design: Design,
     accounts: u64,
     commands: u64,
+    writers: u32,
     dir: &Path,
 ) -> Result<CaseFigures, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
@@ -79,6 +90,7 @@ async fn case(
         .args(["--design", design.name()])
         .args(["--accounts", &accounts.to_string()])
         .args(["--commands", &commands.to_string()])
+        .args(["--writers", &writers.to_string()])
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::null())
@@ -104,14 +116,15 @@ fn table(tier: &Tier) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nsnapshot (ledger model built directly, {} deposits replayed into the window, file journal, one snapshot)",
+        "\nsnapshot (ledger model built directly, {} deposits replayed into the window, file journal, one snapshot; under writers: deposits done during it, longest wait)",
         tier.commands
     );
     let _ = writeln!(
         out,
-        "{:>6} {:>10} | {:>9} {:>9} {:>10} {:>9} {:>6} {:>9} {:>8} {:>9}",
+        "{:>6} {:>10} {:>7} | {:>9} {:>9} {:>10} {:>9} {:>6} {:>9} {:>8} {:>9} {:>8} {:>9}",
         "design",
         "accounts",
+        "writers",
         "model MiB",
         "RSS MiB",
         "pause ms",
@@ -119,16 +132,19 @@ fn table(tier: &Tier) -> String {
         "peak/x",
         "size MB",
         "write s",
-        "restore s"
+        "restore s",
+        "writes",
+        "wait ms"
     );
     for case in &tier.cases {
         match case {
             Ok(f) => {
                 let _ = writeln!(
                     out,
-                    "{:>6} {:>10} | {:>9.0} {:>9.0} {:>10.2} {:>9} {:>6} {:>9.1} {:>8.2} {:>9.2}",
+                    "{:>6} {:>10} {:>7} | {:>9.0} {:>9.0} {:>10.2} {:>9} {:>6} {:>9.1} {:>8.2} {:>9.2} {:>8} {:>9.2}",
                     f.design.name(),
                     f.accounts,
+                    f.writers,
                     f.model_mib,
                     f.rss_before_mib,
                     f.pause_ms,
@@ -136,7 +152,9 @@ fn table(tier: &Tier) -> String {
                     f.peak_ratio.map_or("n/a".into(), |r| format!("{r:.2}")),
                     f.snapshot_bytes as f64 / 1e6,
                     f.write_seconds,
-                    f.restore_seconds
+                    f.restore_seconds,
+                    f.writes_during,
+                    f.writer_max_wait_ms
                 );
             }
             Err(e) => {

@@ -3,6 +3,9 @@
 //! accounts built directly, an engine started on it over a file journal of
 //! `--commands` deposits (so its de-duplication window holds their ids), one
 //! snapshot through `Engine::snapshot`, then a restart from that snapshot.
+//! With `--writers N`, N tasks keep executing deposits through the engine
+//! while the snapshot is taken (`snapshot_writes.rs`): a shared model then
+//! grows by the nodes those writes copy, and the writers wait out the pause.
 //! A fresh process per case keeps each case's resident memory and high-water
 //! mark its own: memory freed by an earlier case would otherwise be reused
 //! without showing.
@@ -27,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::memory::rss_bytes;
+use super::snapshot_writes::Writers;
 use super::workload::{INITIAL_BALANCE, account, envelope_for, mix, now_ms};
 use crate::CliError;
 use crate::bank::BankCommand;
@@ -35,6 +39,8 @@ use crate::bank::BankCommand;
 const PER_RECORD: usize = 64;
 /// Envelopes encoded per append while generating.
 const CHUNK: u64 = 64 * 256;
+/// Deposits each writer completes before the snapshot begins.
+const WARM_UP_PER_WRITER: u64 = 20;
 
 /// How the model holds its accounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -72,6 +78,10 @@ pub struct CaseArgs {
     /// A fresh directory for the journal and the snapshot.
     #[arg(long)]
     pub dir: PathBuf,
+    /// Tasks executing deposits through the engine while the snapshot is
+    /// taken (0: the snapshot is taken while nothing is written).
+    #[arg(long, default_value_t = 0)]
+    pub writers: u32,
 }
 
 /// What one case measured. Memory in MiB of resident memory (`VmRSS`).
@@ -79,6 +89,13 @@ pub struct CaseArgs {
 pub(crate) struct CaseFigures {
     pub design: Design,
     pub accounts: u64,
+    /// Tasks writing while the snapshot was taken.
+    pub writers: u32,
+    /// Deposits the writers completed while the snapshot was taken.
+    pub writes_during: u64,
+    /// The longest a writer's deposit in flight during the snapshot waited,
+    /// ms (0 without writers).
+    pub writer_max_wait_ms: f64,
     /// Command ids in the de-duplication window when the snapshot was taken.
     pub window_ids: usize,
     /// Seconds to build the model directly (not through commands).
@@ -224,15 +241,29 @@ async fn case<A: Accounts>(args: &CaseArgs) -> Result<CaseFigures, String> {
     let model_mib = rss()?.saturating_sub(base) as f64 / MIB;
 
     let engine = start(ledger, &journal, &snapshots).await?;
+    let mut writers = (args.writers > 0).then(|| {
+        let writers = Writers::start(&engine, args.writers, args.accounts);
+        (writers, u64::from(args.writers) * WARM_UP_PER_WRITER)
+    });
+    if let Some((writers, warm)) = &writers {
+        writers.warm_up(*warm).await;
+    }
     let before = rss()?;
     let reset = reset_peak();
     let started = Instant::now();
+    if let Some((writers, _)) = &mut writers {
+        writers.begin_snapshot();
+    }
     let meta = engine
         .snapshot()
         .await
         .map_err(|e| format!("taking the snapshot: {e}"))?;
     let write_seconds = started.elapsed().as_secs_f64();
     let peak_bytes = if reset { peak() } else { None };
+    let writes = match writers {
+        Some((writers, _)) => Some(writers.stop().await?),
+        None => None,
+    };
     let stats = engine.stats();
     engine.shutdown().await;
     drop(engine);
@@ -257,6 +288,9 @@ async fn case<A: Accounts>(args: &CaseArgs) -> Result<CaseFigures, String> {
     Ok(CaseFigures {
         design: args.design,
         accounts: args.accounts,
+        writers: args.writers,
+        writes_during: writes.as_ref().map_or(0, |w| w.during),
+        writer_max_wait_ms: writes.map_or(0.0, |w| w.max_wait.as_secs_f64() * 1000.0),
         window_ids: stats.dedup_window_len,
         build_seconds,
         model_mib,
