@@ -45,7 +45,7 @@ fn the_case_under_writers_writes_through_the_snapshot_and_restarts_from_it() {
         // The writers wrote through the engine: besides the seeded deposits,
         // the journal holds at least the 20 each completed before the
         // snapshot began.
-        let report = memstate_file::inspect::read_all(&dir.join("journal")).unwrap();
+        let report = memstate_file::inspect::read_all(dir.join("journal")).unwrap();
         let commands = report
             .records
             .iter()
