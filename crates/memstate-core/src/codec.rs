@@ -92,6 +92,17 @@ impl FromStr for Codec {
     }
 }
 
+/// The codec named by a `command_codec` field of recorded settings, when it
+/// is not one this build knows (by its exact recorded name): the name, or
+/// the field's JSON text when it is not a string.
+pub(crate) fn unknown_codec_name(named: &serde_json::Value) -> Option<String> {
+    match named.as_str() {
+        Some(name) if Codec::ALL.iter().any(|c| c.name() == name) => None,
+        Some(name) => Some(name.to_owned()),
+        None => Some(named.to_string()),
+    }
+}
+
 /// A user command as written in a frame, in the stream's codec.
 ///
 /// Reading a frame copies each command's encoding without building a tree of

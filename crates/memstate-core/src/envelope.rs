@@ -381,12 +381,7 @@ pub fn decode_frame_with_codec(payload: &[u8]) -> Result<(Codec, Vec<Envelope>),
 fn unknown_genesis_codec(payload: &[u8]) -> Option<String> {
     let frame: serde_json::Value = serde_json::from_slice(payload).ok()?;
     frame.get("envelopes")?.as_array()?.iter().find_map(|e| {
-        let named = e.pointer("/body/control/genesis/command_codec")?;
-        match named.as_str() {
-            Some(name) if Codec::ALL.iter().any(|c| c.name() == name) => None,
-            Some(name) => Some(name.to_owned()),
-            None => Some(named.to_string()),
-        }
+        crate::codec::unknown_codec_name(e.pointer("/body/control/genesis/command_codec")?)
     })
 }
 

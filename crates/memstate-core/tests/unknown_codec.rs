@@ -2,7 +2,8 @@
 //! written by a newer build. The node halts there with a message that names
 //! the codec and asks for an upgrade, whatever the bad-record policy says:
 //! nothing is skipped, nothing after it is applied, the stream is left as it
-//! was (a record not parsed is not a record lost).
+//! was (a record not parsed is not a record lost). A snapshot whose settings
+//! name such a codec is refused the same way, not passed over as corrupt.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,8 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use memstate_core::envelope::{FrameError, decode_frame_with_codec};
 use memstate_core::{
-    BadRecordPolicy, Consistency, Cursor, EngineBuilder, Error, HaltReason, MemoryStream, Settings,
-    SkipEntry, Status, Stream,
+    BadRecordPolicy, Codec, Consistency, Cursor, EngineBuilder, Error, FileSnapshotStore,
+    HaltReason, MemoryStream, Settings, SkipEntry, SnapshotError, SnapshotPolicy, SnapshotStore,
+    Status, Stream,
 };
 use support::{Counters, eventually};
 
@@ -185,4 +187,55 @@ async fn a_newer_builds_restatement_halts_a_running_stream_before_it_until_skipp
         [("after".to_owned(), 1), ("before".to_owned(), 1)]
     );
     c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_of_a_stream_of_an_unknown_codec_is_refused_not_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = || FileSnapshotStore::new(dir.path());
+    let stream = MemoryStream::new();
+    let msgpack = Settings::default().with_codec(Codec::MsgPack);
+    let node = |id: &str| {
+        EngineBuilder::new(Counters::default(), stream.clone())
+            .node_id(id)
+            .settings(msgpack.clone())
+            .snapshots(store(), SnapshotPolicy::on_demand())
+            .startup_timeout(Duration::from_secs(30))
+            .execute_timeout(Duration::from_secs(30))
+    };
+    let a = node("a").start().await.unwrap();
+    a.execute("x".to_owned()).await.unwrap();
+    a.snapshot().await.unwrap();
+    a.shutdown().await;
+
+    // The snapshot as a newer build of the same stream would have written
+    // it, its settings naming that build's codec.
+    let stored = store().list().await.unwrap().remove(0);
+    let body = String::from_utf8(store().load(&stored).await.unwrap()).unwrap();
+    let recorded = r#""command_codec":"msgpack""#;
+    assert!(body.contains(recorded), "{body}");
+    let body = body.replace(recorded, r#""command_codec":"cbor""#);
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let meta = serde_json::from_value(value["meta"].clone()).unwrap();
+    store().save(&meta, body.into_bytes()).await.unwrap();
+
+    // The log alone would rebuild the state, but the snapshot is not passed
+    // over as if it were corrupt: the node refuses it, by the codec's name.
+    let refused = node("b").start().await;
+    match refused {
+        Err(Error::Snapshot(SnapshotError::UnknownCodec {
+            ref location,
+            ref codec,
+            ..
+        })) => {
+            assert_eq!((location, codec.as_str()), (&stored.location, "cbor"));
+            let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                message.contains("a newer build took it") && message.contains("Upgrade"),
+                "{message}"
+            );
+        }
+        Err(other) => panic!("expected an unknown codec, got {other}"),
+        Ok(engine) => panic!("the node started: {:?}", engine.stats().snapshots),
+    }
 }

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use super::Node;
 use super::apply::check_settings;
 use super::replicated::Replicated;
-use crate::envelope::NodeId;
+use crate::envelope::{NodeId, known_codecs};
 use crate::error::Error;
 use crate::model::Model;
 use crate::settings::Settings;
@@ -131,6 +131,30 @@ struct BodyIn<'a> {
     model: &'a RawValue,
 }
 
+/// The part of a snapshot body that names the stream's codec; the rest
+/// (the model above all) is skipped without being held.
+#[derive(serde::Deserialize)]
+struct CodecProbe {
+    replicated: ReplicatedProbe,
+}
+
+#[derive(serde::Deserialize)]
+struct ReplicatedProbe {
+    genesis: Option<GenesisProbe>,
+}
+
+#[derive(serde::Deserialize)]
+struct GenesisProbe {
+    command_codec: Option<serde_json::Value>,
+}
+
+/// The codec a snapshot body's settings name, when this build does not know
+/// it. Only a body that failed to decode is probed.
+fn unknown_codec(body: &[u8]) -> Option<String> {
+    let probe: CodecProbe = serde_json::from_slice(body).ok()?;
+    crate::codec::unknown_codec_name(&probe.replicated.genesis?.command_codec?)
+}
+
 /// A restored state.
 struct Restored<M> {
     pub(crate) model: M,
@@ -219,6 +243,15 @@ async fn restore<M: Model>(
         let parsed: BodyIn = match serde_json::from_slice(&body) {
             Ok(p) => p,
             Err(e) => {
+                // A newer build's snapshot is refused, never passed over for
+                // an older one as if it were corrupt.
+                if let Some(codec) = unknown_codec(&body) {
+                    return Err(Error::Snapshot(SnapshotError::UnknownCodec {
+                        location: stored.location,
+                        codec,
+                        known: known_codecs(),
+                    }));
+                }
                 let why = format!("snapshot {} does not decode: {e}", stored.location);
                 tracing::warn!(%why, "skipping an unusable snapshot");
                 rejected.push(why);
