@@ -436,6 +436,40 @@ fn a_follower_whose_claims_fail_pauses_a_heartbeat_between_attempts() {
     });
 }
 
+/// A follower that hears its leader's heartbeats waits out the election
+/// timeout from the last one: it does not prepare claims meanwhile (each would
+/// ask the stream for its head and find the leader alive).
+#[test]
+fn a_follower_that_hears_its_leader_prepares_no_claim() {
+    paused_runtime().block_on(async {
+        let config = LeadershipConfig::new(100 * MS, 1000 * MS);
+        let memory = MemoryStream::new();
+        let leader = leader_node(memory.clone(), "a", config.clone()).await;
+        eventually(Duration::from_secs(5), "a claims at start", || {
+            leader.is_leader()
+        })
+        .await;
+        let client = TestStream::new(memory.clone());
+        let follower = leader_node(client.clone(), "b", config).await;
+        eventually(Duration::from_secs(5), "b hears a lead", || {
+            follower.stats().leadership.leader == Some(NodeId::new("a"))
+        })
+        .await;
+        let heads = client.heads();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            client.heads(),
+            heads,
+            "a follower asked for the head while its leader was heartbeating"
+        );
+        let lead = follower.stats().leadership;
+        assert_eq!((lead.epoch, lead.leader), (1, Some(NodeId::new("a"))));
+        assert!(count_kind(&memory, "heartbeat") >= 90);
+        follower.shutdown().await;
+        leader.shutdown().await;
+    });
+}
+
 /// A halted node takes no further part in elections: it neither claims nor
 /// asks the stream for its head to prepare a claim.
 #[test]
