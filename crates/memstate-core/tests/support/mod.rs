@@ -168,6 +168,11 @@ struct Knobs {
     exact_head: bool,
     heads: AtomicU64,
     appends: AtomicU64,
+    /// Errors the next reads of any subscription return, one per read.
+    read_errors: Mutex<Vec<StreamError>>,
+    /// When each read error was returned, and each subscription's `after` and moment.
+    reads_failed: Mutex<Vec<tokio::time::Instant>>,
+    subscriptions: Mutex<Vec<(tokio::time::Instant, Option<Cursor>)>>,
 }
 
 /// One client of a shared [`MemoryStream`], with knobs for tests.
@@ -190,6 +195,9 @@ impl TestStream {
                 exact_head: true,
                 heads: AtomicU64::new(0),
                 appends: AtomicU64::new(0),
+                read_errors: Mutex::new(Vec::new()),
+                reads_failed: Mutex::new(Vec::new()),
+                subscriptions: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -255,6 +263,23 @@ impl TestStream {
         self.knobs.appends.load(Ordering::SeqCst)
     }
 
+    /// The next reads of any subscription fail with these errors, in order,
+    /// one per read, before the records resume.
+    pub fn fail_reads(&self, errors: Vec<StreamError>) {
+        let mut queue = self.knobs.read_errors.lock();
+        queue.extend(errors);
+    }
+
+    /// When each injected read error was returned.
+    pub fn reads_failed(&self) -> Vec<tokio::time::Instant> {
+        self.knobs.reads_failed.lock().clone()
+    }
+
+    /// Every subscription opened: when, and the cursor it resumes after.
+    pub fn subscriptions(&self) -> Vec<(tokio::time::Instant, Option<Cursor>)> {
+        self.knobs.subscriptions.lock().clone()
+    }
+
     pub fn memory(&self) -> &MemoryStream {
         &self.inner
     }
@@ -308,6 +333,10 @@ impl Stream for TestStream {
     }
 
     async fn subscribe(&self, after: Option<Cursor>) -> Result<Box<dyn Subscription>, StreamError> {
+        self.knobs
+            .subscriptions
+            .lock()
+            .push((tokio::time::Instant::now(), after.clone()));
         Ok(Box::new(TestSubscription {
             inner: self.inner.subscribe(after).await?,
             knobs: Arc::clone(&self.knobs),
@@ -335,6 +364,17 @@ struct TestSubscription {
 impl Subscription for TestSubscription {
     async fn next(&mut self) -> Result<Option<Record>, StreamError> {
         TestStream::wait_connected(&self.knobs).await;
+        let injected = {
+            let mut queue = self.knobs.read_errors.lock();
+            (!queue.is_empty()).then(|| queue.remove(0))
+        };
+        if let Some(error) = injected {
+            self.knobs
+                .reads_failed
+                .lock()
+                .push(tokio::time::Instant::now());
+            return Err(error);
+        }
         let next = self.inner.next().await;
         // A record already fetched is still withheld while cut off.
         TestStream::wait_connected(&self.knobs).await;
