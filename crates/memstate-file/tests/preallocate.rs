@@ -435,3 +435,30 @@ async fn a_seal_failing_its_checksum_at_the_end_of_the_journal_is_a_torn_tail() 
     s.close();
     assert!(inspect::read_all(dir.path()).unwrap().is_clean());
 }
+
+/// A seal whose write was cut short, at any byte of its header, is a torn
+/// tail (an incomplete frame header), not a bad seal followed by data.
+#[tokio::test]
+async fn a_seal_cut_short_at_the_end_of_the_journal_is_a_torn_tail() {
+    let seal = [0xff, 0xff, 0xff, 0xff, 0x12, 0x34, 0x56, 0x78];
+    for cut in 1..seal.len() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = one_record(dir.path(), 0).await;
+        let end = frame_end(&kept, 4);
+        let seg = segment_file(dir.path(), 0);
+        write_at(&seg, &seal[..cut], end);
+
+        let s = FileStream::open_with(config(dir.path(), 0))
+            .await
+            .unwrap_or_else(|e| panic!("{cut} bytes of a seal: {e}"));
+        let torn = s.open_report().torn_tail.clone().expect("a torn tail");
+        assert_eq!((torn.offset, torn.dropped_bytes), (end, cut as u64));
+        assert!(
+            torn.reason.contains("frame header is incomplete"),
+            "{}",
+            torn.reason
+        );
+        assert_eq!(s.head().await.unwrap(), Some(kept));
+        s.close();
+    }
+}
