@@ -341,18 +341,26 @@ fn a_follower_takes_over_within_the_election_timeout_after_the_leader_goes_silen
     });
 }
 
+/// Node "a" leads (heartbeat 100 ms, election timeout 1 s) on a shared stream;
+/// node "b" follows through a [`TestStream`] client of it.
+async fn leader_and_follower_on_a_client()
+-> (MemoryStream, Engine<Board>, TestStream, Engine<Board>) {
+    let config = LeadershipConfig::new(100 * MS, 1000 * MS);
+    let memory = MemoryStream::new();
+    let leader = leader_node(memory.clone(), "a", config.clone()).await;
+    eventually(Duration::from_secs(5), "a claims at start", || {
+        leader.is_leader()
+    })
+    .await;
+    let client = TestStream::new(memory.clone());
+    let follower = leader_node(client.clone(), "b", config).await;
+    (memory, leader, client, follower)
+}
+
 #[test]
 fn a_follower_that_fell_behind_catches_up_instead_of_deposing_a_live_leader() {
     paused_runtime().block_on(async {
-        let config = LeadershipConfig::new(100 * MS, 1000 * MS);
-        let memory = MemoryStream::new();
-        let leader = leader_node(memory.clone(), "a", config.clone()).await;
-        eventually(Duration::from_secs(5), "a claims at start", || {
-            leader.is_leader()
-        })
-        .await;
-        let client = TestStream::new(memory.clone());
-        let follower = leader_node(client.clone(), "b", config).await;
+        let (memory, leader, client, follower) = leader_and_follower_on_a_client().await;
         // The follower hears nothing for five election timeouts.
         client.set_cut_off(true);
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -442,15 +450,7 @@ fn a_follower_whose_claims_fail_pauses_a_heartbeat_between_attempts() {
 #[test]
 fn a_follower_that_hears_its_leader_prepares_no_claim() {
     paused_runtime().block_on(async {
-        let config = LeadershipConfig::new(100 * MS, 1000 * MS);
-        let memory = MemoryStream::new();
-        let leader = leader_node(memory.clone(), "a", config.clone()).await;
-        eventually(Duration::from_secs(5), "a claims at start", || {
-            leader.is_leader()
-        })
-        .await;
-        let client = TestStream::new(memory.clone());
-        let follower = leader_node(client.clone(), "b", config).await;
+        let (memory, leader, client, follower) = leader_and_follower_on_a_client().await;
         eventually(Duration::from_secs(5), "b hears a lead", || {
             follower.stats().leadership.leader == Some(NodeId::new("a"))
         })
