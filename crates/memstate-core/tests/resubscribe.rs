@@ -9,7 +9,9 @@ mod support;
 
 use std::time::Duration;
 
-use memstate_core::{Consistency, Engine, HaltReason, MemoryStream, Status, Stream, StreamError};
+use memstate_core::{
+    Consistency, Engine, Error, HaltReason, MemoryStream, Status, Stream, StreamError,
+};
 use support::{Board, BoardCmd, TestStream, builder, eventually, paused_runtime};
 
 fn transient() -> StreamError {
@@ -94,6 +96,38 @@ fn an_error_resubscribing_cannot_help_halts_at_once() {
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(client.subscriptions().len(), opened, "it resubscribed");
         assert!(matches!(reader.status(), Status::Halted(_)));
+        reader.shutdown().await;
+        writer.shutdown().await;
+    });
+}
+
+/// A read waiting for an index the node will never reach hears of a halt at
+/// once, not at its timeout.
+#[test]
+fn a_read_waiting_when_the_node_halts_is_told_of_the_halt() {
+    paused_runtime().block_on(async {
+        let client = TestStream::new(MemoryStream::new());
+        let (reader, writer) = reader_and_writer(&client).await;
+        let waiting = tokio::spawn({
+            let reader = reader.clone();
+            async move { reader.wait_for_index(1_000).await }
+        });
+        // The record is applied, the read after it fails and is resubscribed
+        // 200 ms later; the next read fails for good.
+        client.fail_reads(vec![
+            transient(),
+            StreamError::HistoryTruncated {
+                name: "test".into(),
+                reason: "trimmed".into(),
+            },
+        ]);
+        writer.execute(BoardCmd::Set(2)).await.unwrap();
+        let waited = waiting.await.unwrap();
+        assert!(
+            matches!(waited, Err(Error::Halted(HaltReason::StreamFailed(_)))),
+            "{waited:?}"
+        );
+        assert_eq!(client.reads_failed().len(), 2);
         reader.shutdown().await;
         writer.shutdown().await;
     });
