@@ -144,6 +144,7 @@ MUTANTS_ARGS ?= --file crates/memstate-core/src/dedup.rs --file crates/memstate-
 	--file crates/memstate-core/src/truncation.rs \
 	--file crates/memstate-core/src/engine/snapshots.rs --file crates/memstate-core/src/engine/reads.rs \
 	--file crates/memstate-core/src/engine/tail.rs --file crates/memstate-core/src/engine/leadership.rs \
+	--file crates/memstate-core/src/engine/apply_loop.rs \
 	--file crates/memstate-file/src/scan.rs --file crates/memstate-file/src/recovery.rs
 mutants:
 	$(CARGO) mutants --package memstate-core --package memstate-file $(MUTANTS_ARGS)
