@@ -18,6 +18,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The binary's allocator. Commands, frames and envelopes are allocated on
+/// one thread and freed on another (caller, writer, journal, apply loop);
+/// glibc's allocator spent about a sixth of the CPU of a 256-client file
+/// journal run on that (docs/benchmarks.md, "Profiles"). A library user
+/// chooses their own; this is the `memstate` command's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// memstate: an in-memory state machine replicated through a stream.
 #[derive(Debug, Parser)]
 #[command(name = "memstate", version, about, long_about = None)]

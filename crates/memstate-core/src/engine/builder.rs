@@ -211,7 +211,12 @@ impl<M: Model> EngineBuilder<M> {
     }
 
     /// The smallest window of appends in flight, and where it starts
-    /// (default 4; at most [`max_in_flight_appends`](Self::max_in_flight_appends)).
+    /// (default 32; at most [`max_in_flight_appends`](Self::max_in_flight_appends)).
+    /// The default is the fixed window of earlier releases: measured on
+    /// Kafka, a window the latency rule had shrunk below it lost throughput
+    /// (docs/benchmarks.md, "Profiles"), and on the file journal the window
+    /// made no difference; a backend that serves appends one after the other
+    /// may want it lower.
     pub fn min_in_flight_appends(mut self, n: usize) -> Self {
         self.config.min_in_flight_appends = n.max(1);
         self

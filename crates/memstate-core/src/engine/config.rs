@@ -34,7 +34,7 @@ impl Default for LocalConfig {
             startup_timeout: Duration::from_secs(600),
             append_timeout: Duration::from_secs(60),
             max_in_flight_appends: 256,
-            min_in_flight_appends: 4,
+            min_in_flight_appends: 32,
             adaptive_in_flight: true,
             max_frame_bytes: usize::MAX,
             queue_capacity: 16 * 1024,
