@@ -27,6 +27,8 @@ use super::{BackendRun, Plan};
 ///
 /// Emulator or engine failures, as text.
 pub(crate) async fn run(plan: &Plan, endpoint: &str) -> Result<BackendRun, String> {
+    let (plan, beyond) = within_emulator_reach(plan);
+    let plan = &plan;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut streams = Vec::new();
     for tier in ["engine", "adapter", "raw"] {
@@ -45,11 +47,39 @@ pub(crate) async fn run(plan: &Plan, endpoint: &str) -> Result<BackendRun, Strin
     let (memstate, adapter, raw) = result?;
     Ok(BackendRun::new(
         "kinesis",
-        format!("emulator {endpoint}, one shard per stream"),
+        format!("emulator {endpoint}, one shard per stream{beyond}"),
         memstate,
         Some(adapter),
         raw,
     ))
+}
+
+/// The most concurrent clients the Kinesis part runs. With 1024 clients each
+/// putting one record at a time, the emulator (one Node.js process) answered
+/// none of them within the SDK's timeouts (raw and adapter tiers, 2026-12-03),
+/// and one failed point loses the whole part's report.
+const MAX_EMULATOR_CLIENTS: usize = 256;
+
+/// `plan` without the client counts past [`MAX_EMULATOR_CLIENTS`], and the
+/// note the report prints about them (empty when none were dropped).
+fn within_emulator_reach(plan: &Plan) -> (Plan, String) {
+    let mut plan = plan.clone();
+    let beyond: Vec<String> = plan
+        .clients
+        .iter()
+        .filter(|&&c| c > MAX_EMULATOR_CLIENTS)
+        .map(ToString::to_string)
+        .collect();
+    plan.clients.retain(|&c| c <= MAX_EMULATOR_CLIENTS);
+    if beyond.is_empty() {
+        return (plan, String::new());
+    }
+    let note = format!(
+        "; not run at {} clients (the emulator serves at most {MAX_EMULATOR_CLIENTS} single-record writers at once)",
+        beyond.join(", ")
+    );
+    plan.progress(&format!("kinesis: {}", &note[2..]));
+    (plan, note)
 }
 
 type Tiers = (Vec<TierPoint>, Vec<TierPoint>, Vec<TierPoint>);
@@ -185,5 +215,37 @@ async fn read_loop(
                 tokio::time::sleep(poll).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::load::Budget;
+
+    fn plan(clients: Vec<usize>) -> Plan {
+        Plan {
+            clients,
+            budget: Budget::Count(1),
+            rounds: 1,
+            max_in_flight_appends: None,
+            adaptive_in_flight_appends: true,
+            file_preallocate: 0,
+            accounts: 10,
+            replay_commands: 1,
+            memory_accounts: 0,
+            codec: memstate_core::Codec::Json,
+            payload_size: 0,
+        }
+    }
+
+    #[test]
+    fn client_counts_past_the_emulators_reach_are_dropped_and_named() {
+        let (kept, note) = within_emulator_reach(&plan(vec![1, 16, 256, 1024, 4096]));
+        assert_eq!(kept.clients, vec![1, 16, 256]);
+        assert!(note.contains("not run at 1024, 4096 clients"), "{note}");
+        let (kept, note) = within_emulator_reach(&plan(vec![1, 64]));
+        assert_eq!(kept.clients, vec![1, 64]);
+        assert_eq!(note, "");
     }
 }
