@@ -331,22 +331,9 @@ fn table(tier: &HttpTier) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::load::Budget;
 
     fn plan(operations: u64, rounds: usize) -> Plan {
-        Plan {
-            clients: vec![4],
-            budget: Budget::Count(operations),
-            rounds,
-            max_in_flight_appends: None,
-            adaptive_in_flight_appends: true,
-            file_preallocate: 0,
-            accounts: 10,
-            replay_commands: 1,
-            memory_accounts: 0,
-            codec: memstate_core::Codec::Json,
-            payload_size: 0,
-        }
+        Plan::for_tests(vec![4], operations, rounds)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

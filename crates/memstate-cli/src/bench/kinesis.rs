@@ -221,22 +221,9 @@ async fn read_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::load::Budget;
 
     fn plan(clients: Vec<usize>) -> Plan {
-        Plan {
-            clients,
-            budget: Budget::Count(1),
-            rounds: 1,
-            max_in_flight_appends: None,
-            adaptive_in_flight_appends: true,
-            file_preallocate: 0,
-            accounts: 10,
-            replay_commands: 1,
-            memory_accounts: 0,
-            codec: memstate_core::Codec::Json,
-            payload_size: 0,
-        }
+        Plan::for_tests(clients, 1, 1)
     }
 
     #[test]

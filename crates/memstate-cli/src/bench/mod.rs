@@ -209,6 +209,26 @@ fn budget_json<S: serde::Serializer>(budget: &Budget, s: S) -> Result<S::Ok, S::
     map.end()
 }
 
+#[cfg(test)]
+impl Plan {
+    /// A tiny plan for unit tests: `clients`, `operations` per point, `rounds`.
+    pub(crate) fn for_tests(clients: Vec<usize>, operations: u64, rounds: usize) -> Self {
+        Self {
+            clients,
+            budget: Budget::Count(operations),
+            rounds,
+            max_in_flight_appends: None,
+            adaptive_in_flight_appends: true,
+            file_preallocate: 0,
+            accounts: 10,
+            replay_commands: 1,
+            memory_accounts: 0,
+            codec: memstate_core::Codec::Json,
+            payload_size: 0,
+        }
+    }
+}
+
 impl Plan {
     fn from_args(args: &BenchArgs) -> Result<Self, CliError> {
         let budget = match (args.commands, args.duration) {
