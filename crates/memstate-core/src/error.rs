@@ -49,6 +49,7 @@ pub enum HaltReason {
     #[error(
         "record {cursor} is a Genesis record naming command codec {codec:?}, which this build does not know (it reads {known}): a newer build of memstate wrote {what}. Nothing from it on is applied here; upgrade this node to a build that reads {codec:?}{or_skip}",
         what = if .skip.is_some() { "this record" } else { "this stream" },
+        known = crate::envelope::known_codecs(),
         or_skip = or_skip(.skip.as_ref()),
     )]
     UnknownCodec {
@@ -56,8 +57,6 @@ pub enum HaltReason {
         cursor: Cursor,
         /// The codec as the record names it.
         codec: String,
-        /// The codecs this build reads, for the message.
-        known: String,
         /// The entry that passes over the record, when it restates the
         /// settings of a stream already started; `None` for the stream's
         /// own Genesis record, which nothing gets past (the stream is of a
@@ -466,7 +465,6 @@ mod tests {
                 HaltReason::UnknownCodec {
                     cursor: Cursor::new("7"),
                     codec: "cbor".into(),
-                    known: "\"json\"".into(),
                     skip: Some(record.clone()),
                 },
                 SkipEntry::Record(record.clone()),
@@ -500,7 +498,6 @@ mod tests {
             HaltReason::UnknownCodec {
                 cursor: Cursor::new("0"),
                 codec: "cbor".into(),
-                known: "\"json\"".into(),
                 skip: None,
             },
         ] {

@@ -14,9 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
 use crate::dedup::{Dedup, Rejection, Seen};
-use crate::envelope::{
-    Body, Control, Envelope, FrameError, NodeId, decode_frame_with_codec, known_codecs,
-};
+use crate::envelope::{Body, Control, Envelope, FrameError, NodeId, decode_frame_with_codec};
 use crate::error::HaltReason;
 use crate::settings::{BadRecordPolicy, Settings, WriteMode};
 use crate::skip::{RecordSkip, SkipList};
@@ -170,7 +168,6 @@ impl Replicated {
             Err(FrameError::UnknownCodec { codec }) => Err(HaltReason::UnknownCodec {
                 cursor: record.cursor.clone(),
                 codec,
-                known: known_codecs(),
                 skip: self.genesis.as_ref().map(|_| RecordSkip::of(record)),
             }),
             Err(FrameError::NotAFrame(reason)) => self.bad_record(record, reason),

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use super::Node;
 use super::apply::check_settings;
 use super::replicated::Replicated;
-use crate::envelope::{NodeId, known_codecs};
+use crate::envelope::NodeId;
 use crate::error::Error;
 use crate::model::Model;
 use crate::settings::Settings;
@@ -249,7 +249,6 @@ async fn restore<M: Model>(
                     return Err(Error::Snapshot(SnapshotError::UnknownCodec {
                         location: stored.location,
                         codec,
-                        known: known_codecs(),
                     }));
                 }
                 let why = format!("snapshot {} does not decode: {e}", stored.location);

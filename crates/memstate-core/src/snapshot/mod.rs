@@ -122,15 +122,14 @@ pub enum SnapshotError {
     /// Records the settings of a stream whose command codec this build does
     /// not know: a newer build took it.
     #[error(
-        "snapshot {location} is of a stream whose command codec is {codec:?}, which this build does not know (it reads {known}): a newer build took it. Upgrade this node, or remove the snapshots that build wrote (the log must still hold everything after the older ones)"
+        "snapshot {location} is of a stream whose command codec is {codec:?}, which this build does not know (it reads {known}): a newer build took it. Upgrade this node, or remove the snapshots that build wrote (the log must still hold everything after the older ones)",
+        known = crate::envelope::known_codecs()
     )]
     UnknownCodec {
         /// Where it is.
         location: String,
         /// The codec as the snapshot's settings name it.
         codec: String,
-        /// The codecs this build reads.
-        known: String,
     },
     /// Written by a newer format.
     #[error(
