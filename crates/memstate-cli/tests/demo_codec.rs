@@ -4,6 +4,8 @@
 //! not depend on the order the nodes' transfers reached the stream.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -75,14 +77,7 @@ fn a_msgpack_demo_ends_in_the_state_of_a_json_one_and_its_journal_says_msgpack()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
-        assert!(
-            stderr.contains(&format!("command codec {codec}")),
-            "{stderr}"
-        );
-        assert!(
-            stderr.contains("0 record(s) that are not frames"),
-            "{stderr}"
-        );
+        common::assert_clean_inspect_summary(&stderr, codec);
     }
     assert_eq!(finals[0], finals[1], "json and msgpack: {finals:?}");
 }

@@ -74,12 +74,12 @@ fn within_emulator_reach(plan: &Plan) -> (Plan, String) {
     if beyond.is_empty() {
         return (plan, String::new());
     }
-    let note = format!(
-        "; not run at {} clients (the emulator serves at most {MAX_EMULATOR_CLIENTS} single-record writers at once)",
+    let why = format!(
+        "not run at {} clients (the emulator serves at most {MAX_EMULATOR_CLIENTS} single-record writers at once)",
         beyond.join(", ")
     );
-    plan.progress(&format!("kinesis: {}", &note[2..]));
-    (plan, note)
+    plan.progress(&format!("kinesis: {why}"));
+    (plan, format!("; {why}"))
 }
 
 type Tiers = (Vec<TierPoint>, Vec<TierPoint>, Vec<TierPoint>);

@@ -1,4 +1,5 @@
-//! `memstate serve` processes for tests, and a minimal HTTP/1.1 client.
+//! `memstate serve` processes for tests, a minimal HTTP/1.1 client, and a
+//! check of `memstate inspect`'s summary line.
 
 // Test support: a failure here is a test failure.
 #![allow(dead_code, clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -168,4 +169,17 @@ pub fn http(method: &str, addr: &str, path: &str, headers: &[(&str, &str)], body
         headers,
         body: body.to_owned(),
     }
+}
+
+/// Checks the summary line `memstate inspect` prints on stderr: the journal's
+/// command codec named, and no record that is not a frame.
+pub fn assert_clean_inspect_summary(stderr: &str, codec: impl std::fmt::Display) {
+    assert!(
+        stderr.contains(&format!("command codec {codec}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("0 record(s) that are not frames"),
+        "{stderr}"
+    );
 }
